@@ -1,0 +1,25 @@
+"""Loggers and progress bars. The library never adds handlers; only the CLI does."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterable, TypeVar
+
+from tqdm.auto import tqdm
+
+__all__ = ["get_logger", "progress"]
+
+T = TypeVar("T")
+
+
+def get_logger(stage: str) -> logging.Logger:
+    """Return the logger ``nndct_lite.<stage>``."""
+    return logging.getLogger(f"nndct_lite.{stage}")
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None,
+             disable: bool | None = None) -> Iterable[T]:
+    """A tqdm bar on stderr; off a TTY it only prints a summary line at the end."""
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, dynamic_ncols=True)
