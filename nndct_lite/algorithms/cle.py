@@ -1,0 +1,129 @@
+"""Cross-layer equalization (numerics.md 9; Nagel et al. 2019, data-free quantization).
+
+Pairs of conv-like layers joined by ReLU / pooling are rescaled channel by channel so that both
+layers' per-channel ranges meet in the middle. The float function is unchanged (ReLU and pooling
+commute with positive per-channel scales)."""
+from __future__ import annotations
+
+import torch
+
+from .._log import get_logger
+from ..graph.ir import Graph, Node
+from ..graph.ops import OpKind
+
+__all__ = ["find_cle_pairs", "equalize_pair", "cross_layer_equalize", "bias_shrink_factor"]
+
+log = get_logger("algorithms")
+
+_CHAIN = {OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.CONV_TRANSPOSE2D, OpKind.CONV3D}
+_PASS = {OpKind.RELU, OpKind.MAXPOOL2D, OpKind.AVGPOOL2D, OpKind.ADAPTIVE_AVGPOOL2D}
+
+
+def find_cle_pairs(graph: Graph) -> list[tuple[Node, Node]]:
+    """(conv_a, conv_b) pairs in graph order: conv_a's single path through ReLU/pool reaches conv_b."""
+    pairs = []
+    for a in graph.nodes:
+        if a.kind not in _CHAIN or a.module is None or len(a.users) != 1:
+            continue
+        cur = a.users[0]
+        while cur.kind in _PASS and len(cur.users) == 1 and len(cur.inputs) == 1:
+            cur = cur.users[0]
+        if cur.kind in _CHAIN and cur.module is not None and len(cur.inputs) == 1:
+            pairs.append((a, cur))
+    return pairs
+
+
+def bias_shrink_factor(w: torch.Tensor, b: torch.Tensor) -> float:
+    """The factor ``k`` that divides conv_a's bias column before taking channel ranges."""
+    w2 = w.reshape(w.shape[0], -1).abs()
+    ab = b.abs()
+    f_w = w2.clone()
+    for i in range(f_w.shape[0]):
+        row = f_w[i]
+        nz = row[row > 0]
+        if nz.numel():
+            row[row == 0] = nz.min()
+    f_w = f_w.clamp(min=1e-7)
+    f = (ab.reshape(-1, 1) / f_w)
+    f = f[(w2.sum(dim=1) > 0)]
+    med = float(torch.quantile(f.double().flatten(), 0.5)) if f.numel() else 0.0
+    mean = float(f.double().mean()) if f.numel() else 0.0
+    bmax, wmax = float(ab.max()), float(w2.max())
+    if bmax < 10 and (wmax == 0 or bmax / wmax < 20):
+        return 5.0 if (med > 100 or mean > 1000) else 2.0
+    if med > 30 or mean > 500:
+        return 20.0
+    if med > 15 or mean > 100:
+        return 10.0
+    return 5.0
+
+
+def _out_axis(node: Node) -> int:
+    return 1 if node.kind is OpKind.CONV_TRANSPOSE2D else 0
+
+
+def _rows(w: torch.Tensor, axis: int) -> torch.Tensor:
+    return w.transpose(0, axis).reshape(w.shape[axis], -1) if axis else w.reshape(w.shape[0], -1)
+
+
+def _input_ranges(b: Node, channels: int) -> torch.Tensor:
+    """max |W_b| over every weight of conv_b that reads input channel i."""
+    w = b.params["weight"].abs()
+    if b.kind is OpKind.CONV_TRANSPOSE2D:
+        return w.reshape(w.shape[0], -1).amax(dim=1)
+    groups = b.module.groups
+    per_group_in = w.shape[1]
+    out_per_group = w.shape[0] // groups
+    r = torch.empty(channels, dtype=w.dtype)
+    for i in range(channels):
+        g, j = divmod(i, per_group_in)
+        r[i] = w[g * out_per_group:(g + 1) * out_per_group, j].max()
+    return r
+
+
+def _scale_input_channels(b: Node, s: torch.Tensor) -> None:
+    w = b.params["weight"]
+    if b.kind is OpKind.CONV_TRANSPOSE2D:
+        b.params["weight"] = w * s.reshape([-1] + [1] * (w.dim() - 1))
+        return
+    groups = b.module.groups
+    per_group_in = w.shape[1]
+    out_per_group = w.shape[0] // groups
+    w = w.clone()
+    for i in range(s.numel()):
+        g, j = divmod(i, per_group_in)
+        w[g * out_per_group:(g + 1) * out_per_group, j] *= s[i]
+    b.params["weight"] = w
+
+
+def equalize_pair(a: Node, b: Node) -> torch.Tensor:
+    """Equalize one pair in place (on ``node.params``); returns the scales ``s``."""
+    wa = a.params["weight"]
+    axis = _out_axis(a)
+    rows = _rows(wa, axis).abs()
+    ra = rows.amax(dim=1)
+    bias = a.params.get("bias")
+    if bias is not None:
+        k = bias_shrink_factor(_rows(wa, axis), bias)
+        ra = torch.maximum(ra, bias.abs() / k)
+    rb = _input_ranges(b, ra.numel())
+    prod = ra * rb
+    s = torch.where(prod > 0, ra / torch.sqrt(prod), torch.ones_like(ra))
+    s = torch.where(ra + rb < 0.5, torch.ones_like(s), s)
+    shape = [1] * wa.dim()
+    shape[axis] = -1
+    a.params["weight"] = wa / s.reshape(shape)
+    if bias is not None:
+        a.params["bias"] = bias / s
+    _scale_input_channels(b, s)
+    return s
+
+
+def cross_layer_equalize(graph: Graph) -> list[tuple[str, str]]:
+    """One pass over every pair, in graph order. Returns the pairs' names."""
+    pairs = find_cle_pairs(graph)
+    for a, b in pairs:
+        equalize_pair(a, b)
+    if pairs:
+        log.info("cross-layer equalization over %d layer pairs", len(pairs))
+    return [(a.name, b.name) for a, b in pairs]
