@@ -1,0 +1,68 @@
+"""Bias correction (numerics.md 10): during calibration, move each conv/linear bias against the
+per-channel mean error that quantization adds to the layer's output.
+
+The state machine per layer: running averages ``E`` (of the quantization efficiency
+``eff = 1.25 * log10(mean(out_f^2) / mean(err^2))``) and ``D`` (of its deviation); rate 0.05,
+halved for a batch when ``E > 4``; the layer stops for good when ``E > 4.3``, ``D/E < 0.05`` or
+``|dev - D/dev| < 0.05``. The bias is snapped to its grid only on the first batch; later moves
+accumulate in float (the original's behaviour, T29)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["BiasCorrector"]
+
+
+class BiasCorrector:
+    """Per-layer bias-correction state; the layer module drives it batch by batch."""
+
+    def __init__(self, rate: float = 0.05):
+        self.rate = rate
+        self.E = 0.0
+        self.D = 0.0
+        self.stopped = False
+        self.steps = 0
+        self.float_bias: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+    def float_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+    def current_bias(self, bias: torch.Tensor, bias_q) -> torch.Tensor:
+        """The bias the quantized layer uses now: Q(b_f) on the first batch, then b_k."""
+        if self.bias is None:
+            self.float_bias = bias.detach().clone()
+            self.bias = bias_q(self.float_bias).detach().clone()
+        return self.bias
+
+    def step(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]) -> None:
+        """One batch: update the statistics and, unless stopped, the bias."""
+        if self.stopped or self.bias is None:
+            return
+        err = out_q - out_f
+        noise = float(err.pow(2).mean())
+        signal = float(out_f.pow(2).mean())
+        if noise == 0.0 or signal == 0.0 or not math.isfinite(noise):
+            self.stopped = True
+            return
+        eff = 1.25 * math.log10(signal / noise)
+        dev = abs(eff - self.E)
+        if dev == 0.0:
+            self.stopped = True
+            return
+        self.E = (4.0 * self.E + eff) / 5.0
+        self.D = (4.0 * self.D + dev) / 5.0
+        rate = self.rate / 2.0 if self.E > 4.0 else self.rate
+        if self.E > 4.3 or self.D / self.E < 0.05 or abs(dev - self.D / dev) < 0.05:
+            self.stopped = True
+            return
+        self.bias = self.bias - rate * err.mean(dim=dims)
+        self.steps += 1
+
+    def correction(self) -> torch.Tensor | None:
+        """``b_f - b_final`` (what bias_corr.pth stores), or None if the layer never ran."""
+        if self.float_bias is None:
+            return None
+        return (self.float_bias - self.bias).detach()

@@ -1,0 +1,170 @@
+"""``torch_quantizer``: the vai_q_pytorch-compatible facade. It wires the pipeline stages
+(capture -> passes -> config resolution -> placement -> generated model -> calibration / test
+-> exports) and holds no algorithm code itself."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ._log import get_logger
+from .config.spec import TargetDevice, TensorKind
+from .errors import CalibrationError, InputError, ModeError, QuantInfoError
+from .quant.build import quantizers, set_mode
+from .quant.pipeline import QuantSession, prepare
+from .state.modes import QuantMode, parse_quant_mode
+
+__all__ = ["torch_quantizer"]
+
+log = get_logger("api")
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device {device!r} is not a torch device", where="device=",
+                         hint="pass torch.device('cpu') or torch.device('cuda')") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("[QUANTIZER_TORCH_CUDA_UNAVAILABLE] CUDA is not available, change device "
+                    "to CPU")
+        return torch.device("cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(dev)!r} is not supported", where="device=",
+                         hint="use 'cpu' or 'cuda'")
+    return dev
+
+
+class torch_quantizer:  # noqa: N801 - the original's name
+    """Quantize a float ``module`` for the DPU (or CPU/GPU float-scale targets).
+
+    ``quant_mode``: ``'calib'`` collects statistics while you forward ``quant_model`` over
+    calibration data, then ``export_quant_config()`` writes ``quantize_result/``; ``'test'``
+    rebuilds the quantized model from those files; ``'float'`` leaves the model unchanged.
+    Arguments after ``input_args`` follow vai_q_pytorch 3.5 and may all be given by keyword.
+    """
+
+    def __init__(self, quant_mode, module: nn.Module, input_args=None, input_kwargs=None,
+                 state_dict_file: str | None = None, output_dir: str = "quantize_result",
+                 bitwidth: int | None = None, mix_bit: bool = False,
+                 device=torch.device("cpu"), lstm: bool = False, app_deploy: str = "CV",
+                 qat_proc: bool = False, custom_quant_ops=None,
+                 quant_config_file: str | None = None, target: str | None = None,
+                 dynamo: bool = False):
+        self.mode = parse_quant_mode(quant_mode)
+        if isinstance(module, nn.DataParallel):
+            log.warning("[QUANTIZER_TORCH_DATA_PARALLEL] unwrapping torch.nn.DataParallel")
+            module = module.module
+        if not isinstance(module, nn.Module):
+            raise InputError(f"module must be a torch.nn.Module, got {type(module).__name__}",
+                             where="module=", hint="pass the float model object itself")
+        if isinstance(input_kwargs, (str, os.PathLike)) and state_dict_file is None:
+            state_dict_file, input_kwargs = input_kwargs, None  # 3.0-era positional call
+        if input_kwargs:
+            raise InputError("input_kwargs is not supported yet", where="input_kwargs=",
+                             hint="pass every forward input positionally in input_args")
+        if input_args is None:
+            raise InputError("input_args is required: an example input of the model",
+                             where="input_args=", hint="pass e.g. torch.randn(1, 3, 224, 224)")
+        if lstm or qat_proc:
+            raise InputError("the LSTM and QAT flows are not part of nndct_lite",
+                             where="lstm=/qat_proc=", hint="use the PTQ flow (calib/test)")
+        self.device = _device(device)
+        self.output_dir = Path(output_dir)
+        if state_dict_file is not None:
+            from .state.files import safe_torch_load
+            sd = safe_torch_load(state_dict_file, "state_dict_file")
+            module.load_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd)
+        self._float_module = module.to(self.device)
+        example = input_args if isinstance(input_args, tuple) else (input_args,)
+        self._example = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
+                              for a in example)
+        if self.mode is QuantMode.FLOAT:
+            self._session = None
+            return
+        self._session: QuantSession = prepare(
+            module, self._example, mode=self.mode, output_dir=self.output_dir,
+            config_file=quant_config_file, bitwidth=bitwidth, device=self.device,
+            target=target)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def quant_model(self) -> nn.Module:
+        """The module to forward: the generated quantized model (float mode: the original)."""
+        if self._session is None:
+            return self._float_module
+        return self._session.model
+
+    @property
+    def graph(self):
+        return None if self._session is None else self._session.graph
+
+    # ----------------------------------------------------------------- calib
+    def export_quant_config(self) -> Path:
+        """Write ``quant_info.json`` (and ``bias_corr.pth``); calib mode, after forwarding."""
+        s = self._require_session("export_quant_config")
+        return s.export_quant_config()
+
+    def fast_finetune(self, run_fn: Callable, run_args: tuple) -> None:
+        """AdaQuant-style layer-wise finetuning (calib mode), then saves ``param.pth``."""
+        s = self._require_session("fast_finetune")
+        if self.mode is not QuantMode.CALIB:
+            log.warning("[QUANTIZER_TORCH_FINETUNE_IGNORED] fast_finetune is ignored in test mode")
+            return
+        from .algorithms.fast_finetune import fast_finetune
+        fast_finetune(s, run_fn, run_args)
+
+    def load_ft_param(self) -> None:
+        """Load ``param.pth`` written by fast_finetune (test mode)."""
+        s = self._require_session("load_ft_param")
+        if self.mode is not QuantMode.TEST:
+            return
+        s.load_ft_param()
+
+    # ----------------------------------------------------------------- deploy
+    def export_torch_script(self, output_dir: str = "quantize_result", verbose: bool = False):
+        from .export.torchscript import export_torch_script
+        return export_torch_script(self._require_test("export_torch_script"), output_dir,
+                                   verbose=verbose)
+
+    export_traced_torch_script = export_torch_script
+
+    def export_onnx_model(self, output_dir: str = "quantize_result", verbose: bool = False,
+                          dynamic_batch: bool = False, opset_version: int | None = None,
+                          native_onnx: bool = True, dump_layers: bool = False,
+                          check_model: bool = False, opt_graph: bool = False):
+        from .export.onnx_qdq import export_onnx_model
+        return export_onnx_model(self._require_test("export_onnx_model"), output_dir,
+                                 dynamic_batch=dynamic_batch, opset_version=opset_version)
+
+    def export_xmodel(self, output_dir: str = "quantize_result", deploy_check: bool = False,
+                      dynamic_batch: bool = False):
+        from .export.xmodel.build import export_xmodel
+        return export_xmodel(self._require_test("export_xmodel"), output_dir,
+                             deploy_check=deploy_check)
+
+    # ----------------------------------------------------------------- helpers
+    def _require_session(self, what: str) -> QuantSession:
+        if self._session is None:
+            raise ModeError(f"{what}() needs quant_mode 'calib' or 'test', not 'float'",
+                            hint="construct torch_quantizer('calib', ...) first")
+        return self._session
+
+    def _require_test(self, what: str) -> QuantSession:
+        s = self._require_session(what)
+        if self.mode is not QuantMode.TEST:
+            raise ModeError(f"{what}() is a deploy step and needs quant_mode 'test'",
+                            where=f"quant_mode={self.mode.value!r}",
+                            hint="run calibration, then construct torch_quantizer('test', ...), "
+                                 "forward quant_model once, and export")
+        if s.forwards == 0:
+            raise CalibrationError(
+                f"quant_model must be forwarded at least once before {what}()",
+                code="QUANTIZER_TORCH_NO_FORWARD",
+                hint="call quantizer.quant_model(x) on one batch before exporting")
+        return s

@@ -1,0 +1,160 @@
+"""Graph IR + placement + specs -> the quantized model (an instance of the generated class)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..algorithms.bias_correction import BiasCorrector
+from ..calib import Role
+from ..codegen.python import generate_source
+from ..config.spec import QuantSpec, TensorKind
+from ..errors import TraceError
+from ..graph.ir import Graph, Node
+from ..graph.ops import CONV_LIKE, OpKind
+from ..numerics import dpu
+from ..state.files import atomic_write_text
+from ..state.modes import QuantMode
+from .fake_quantizer import FakeQuantizer
+from .modules import QuantOp
+from .placement import Placement
+
+__all__ = ["write_and_import", "build_quant_model", "set_mode", "quantizers", "layer_of"]
+
+SpecOf = Callable[[Node, TensorKind], QuantSpec]
+
+
+def write_and_import(graph: Graph, output_dir: Path) -> tuple[type, Path]:
+    """Write ``<output_dir>/<Model>.py`` atomically and import its class."""
+    source = generate_source(graph)
+    path = atomic_write_text(Path(output_dir) / f"{graph.model_name}.py", source)
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    mod_name = f"nndct_lite_generated_{graph.model_name}_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, graph.model_name), path
+
+
+def layer_of(model: nn.Module, node: Node) -> nn.Module:
+    return getattr(model, f"module_{node.index}")
+
+
+def _load_params(mod: nn.Module, node: Node) -> None:
+    if node.kind is OpKind.CONST:
+        value = node.params["value"]
+        if isinstance(value, torch.Tensor):
+            mod.value = value.clone()
+        return
+    if type(mod).__name__ == "Opaque":
+        mod.inner = copy.deepcopy(node.module)
+        return
+    for key, tensor in node.params.items():
+        if key in mod._parameters and mod._parameters[key] is not None:
+            target = mod._parameters[key]
+        elif key in mod._buffers and mod._buffers[key] is not None:
+            target = mod._buffers[key]
+        else:
+            continue
+        if target.shape != tensor.shape:
+            raise TraceError(f"generated module for {node.name} expects {key} of shape "
+                             f"{tuple(target.shape)}, the model has {tuple(tensor.shape)}")
+        with torch.no_grad():
+            target.copy_(tensor)
+
+
+def _weight_axis(node: Node) -> int:
+    return 1 if node.kind is OpKind.CONV_TRANSPOSE2D else 0
+
+
+def _approximations(mod: nn.Module, node: Node) -> bool:
+    """Install the DPU approximation of ``node``; False when its output must stay float."""
+    k = node.kind
+    if k in (OpKind.ADAPTIVE_AVGPOOL2D, OpKind.AVGPOOL2D):
+        in_shape = node.inputs[0].shape if node.inputs else None
+        out_shape = node.shape
+        if not in_shape or not out_shape or len(in_shape) != 4:
+            return True
+        if k is OpKind.ADAPTIVE_AVGPOOL2D:
+            if in_shape[2] % out_shape[2] or in_shape[3] % out_shape[3]:
+                return False
+            kh, kw = in_shape[2] // out_shape[2], in_shape[3] // out_shape[3]
+        else:
+            ks = node.module.kernel_size if node.module is not None else \
+                (node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size"))
+            kh, kw = (ks, ks) if isinstance(ks, int) else tuple(ks)
+        factor = dpu.avgpool_factor(kh, kw)
+        if factor != 1.0:
+            mod.post = lambda y, f=factor: y * f
+        return True
+    if k is OpKind.MEAN and node.inputs and node.shape is not None:
+        n_in = 1
+        for d in node.inputs[0].shape or ():
+            n_in *= d
+        n_out = 1
+        for d in node.shape:
+            n_out *= d
+        n = n_in // max(n_out, 1)
+        factor = dpu.mean_factor(n) if n > 0 else 1.0
+        if factor != 1.0:
+            mod.post = lambda y, f=factor: y * f
+        return True
+    if k is OpKind.LEAKY_RELU:
+        if isinstance(mod, nn.LeakyReLU):
+            mod.negative_slope = dpu.LEAKY_SLOPE
+        else:
+            mod.replace = lambda x, *a, **kw: torch.nn.functional.leaky_relu(x, dpu.LEAKY_SLOPE)
+        return True
+    if k is OpKind.HARDSIGMOID:
+        mod.replace = lambda x, *a, **kw: dpu.dpu_hardsigmoid(x)
+    if k is OpKind.HARDSWISH:
+        mod.replace = lambda x, *a, **kw: dpu.dpu_hardswish(x)
+    return True
+
+
+def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: SpecOf, *,
+                      dpu_approx: bool, bias_correction: bool, device: torch.device) -> nn.Module:
+    """Instantiate the generated class, load the (folded) parameters, attach quantizers."""
+    model = cls()
+    prefix = graph.model_name + "::"
+    for node in graph.nodes:
+        mod = layer_of(model, node)
+        mod.node_name = node.name
+        _load_params(mod, node)
+        keep_output = _approximations(mod, node) if dpu_approx else True
+        if placement.is_carrier(node) and keep_output:
+            role = Role.MODEL_INPUT if node.kind is OpKind.INPUT else Role.ACTIVATION
+            mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role)
+        if node.kind in CONV_LIKE and node in placement.group_of \
+                and placement.group_of[node] not in placement.float_heads:
+            ws = spec_of(node, TensorKind.WEIGHTS)
+            mod.weight_q = FakeQuantizer(prefix + node.param_names["weight"], ws, Role.PARAM,
+                                         _weight_axis(node) if ws.per_channel else None)
+            if "bias" in node.params:
+                bs = spec_of(node, TensorKind.BIAS)
+                mod.bias_q = FakeQuantizer(prefix + node.param_names["bias"], bs, Role.PARAM,
+                                           0 if bs.per_channel else None)
+                if bias_correction:
+                    mod.bias_corrector = BiasCorrector()
+    return model.to(device)
+
+
+def set_mode(model: nn.Module, mode: QuantMode) -> None:
+    for m in model.modules():
+        if isinstance(m, FakeQuantizer):
+            m.set_mode(mode)
+        elif isinstance(m, QuantOp):
+            m.qmode = mode
+            m.__dict__.pop("_wcache", None)
+
+
+def quantizers(model: nn.Module) -> dict[str, FakeQuantizer]:
+    """Every FakeQuantizer by key, in module order."""
+    return {m.key: m for m in model.modules() if isinstance(m, FakeQuantizer)}

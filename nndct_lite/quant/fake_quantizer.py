@@ -1,0 +1,73 @@
+"""``FakeQuantizer``: the runtime module at every quantization point.
+
+It owns a spec (what to do), an observer (statistics, calib mode only) and the current
+``QuantParams`` (the numbers). Mode FLOAT passes tensors through, CALIB observes then
+fake-quantizes with the running parameters (as the original does batch by batch), TEST only
+fake-quantizes with fixed parameters.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..calib import Role, make_observer
+from ..config.spec import QuantSpec
+from ..numerics.fake_quant import fake_quantize_affine, fake_quantize_pof2, ste
+from ..state.modes import QuantMode
+from .params import QuantParams
+
+__all__ = ["FakeQuantizer", "apply_params"]
+
+
+def apply_params(x: torch.Tensor, params: QuantParams | None, spec: QuantSpec) -> torch.Tensor:
+    """Fake-quantize ``x`` with ``params`` (identity when the params are unset)."""
+    if params is None or not params.is_set:
+        return x
+    r = spec.int_range
+    if params.fix_pos is not None:
+        return ste(fake_quantize_pof2, x, params.fix_pos, r.qmin, r.qmax, spec.round_mode,
+                   params.axis)
+    return ste(fake_quantize_affine, x, params.scale, params.zero_point, r.qmin, r.qmax,
+               spec.round_mode, params.axis)
+
+
+class FakeQuantizer(nn.Module):
+    """Quantization point ``key`` (a node name, or a parameter name)."""
+
+    def __init__(self, key: str, spec: QuantSpec, role: Role, axis: int | None = None):
+        super().__init__()
+        self.key = key
+        self.spec = spec
+        self.role = role
+        self.axis = axis
+        self.mode = QuantMode.FLOAT
+        self.params: QuantParams | None = None
+        self.observer = None
+        self.keep_params = False  # after fast finetune: calibration re-uses the fix positions
+        self.nonfinite_batches = 0
+
+    def set_mode(self, mode: QuantMode) -> None:
+        self.mode = mode
+        if mode is QuantMode.CALIB and self.observer is None and not self.keep_params:
+            self.observer = make_observer(self.spec, role=self.role, axis=self.axis)
+
+    def observe(self, x: torch.Tensor) -> None:
+        if self.keep_params:
+            return
+        obs = self.observer
+        obs.observe(x.detach())
+        self.nonfinite_batches = getattr(obs, "nonfinite_batches", 0)
+        if self.role is Role.PARAM and self.params is not None and self.params.is_set:
+            return
+        self.params = obs.compute()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode is QuantMode.FLOAT or not isinstance(x, torch.Tensor) \
+                or not x.is_floating_point() or x.numel() == 0:
+            return x
+        if self.mode is QuantMode.CALIB:
+            self.observe(x)
+        return apply_params(x, self.params, self.spec)
+
+    def extra_repr(self) -> str:
+        return f"{self.key!r}, mode={self.mode.value}, params={self.params}"

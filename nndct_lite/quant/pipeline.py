@@ -1,0 +1,280 @@
+"""The calib/test session behind ``torch_quantizer``: one object per quantizer, no globals.
+
+``prepare`` runs the one-way pipeline: config -> capture -> passes (ReLU6, BN folding, CLE) ->
+placement -> config resolution -> generated model -> quantizers; in test mode it then loads
+``quantize_result/`` and checks it belongs to this graph."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .._log import get_logger
+from ..algorithms.cle import cross_layer_equalize
+from ..config import load_config, resolve
+from ..config.resolve import NodeInfo
+from ..config.spec import QuantSpec, TargetDevice, TensorKind
+from ..errors import CalibrationError, QuantInfoError
+from ..graph.capture import capture
+from ..graph.ir import Graph, Node
+from ..graph.ops import CONV_LIKE, OpKind
+from ..graph.passes.fold_bn import fold_batchnorm
+from ..graph.passes.relu6 import relu6_to_relu
+from ..state.files import atomic_torch_save, safe_torch_load
+from ..state.modes import QuantMode
+from ..state.quant_info import QuantInfo, graph_md5, read_quant_info, write_quant_info
+from .adjust import adjust_fix_positions
+from .build import build_quant_model, layer_of, quantizers, set_mode, write_and_import
+from .params import QuantParams
+from .placement import Placement, place_quantizers
+
+__all__ = ["QuantSession", "prepare", "layer_type_of"]
+
+log = get_logger("quant")
+BIAS_CORR_FILE = "bias_corr.pth"
+PARAM_FILE = "param.pth"
+
+
+def layer_type_of(node: Node) -> str:
+    """The torch-side type name ``layer_type`` rules match (``Conv2d``, ``add``, ``cat`` ...)."""
+    if node.kind is OpKind.INPUT:
+        return "input"
+    if node.op == "call_module":
+        return type(node.module).__name__
+    if node.op == "call_method":
+        return str(node.target)
+    name = getattr(node.target, "__name__", str(node.target))
+    return {"getitem": "strided_slice", "truediv": "div", "concat": "cat"}.get(name, name)
+
+
+@dataclass
+class QuantSession:
+    graph: Graph
+    placement: Placement
+    config: object
+    plan: object
+    model: nn.Module
+    mode: QuantMode
+    output_dir: Path
+    device: torch.device
+    example: tuple
+    source_path: Path
+    forwards: int = 0
+    fast_finetuned: bool = False
+    warned_nonfinite: set = field(default_factory=set)
+
+    # ------------------------------------------------------------ parameters
+    def collect(self) -> tuple[dict[str, QuantParams], dict[str, QuantParams]]:
+        """(param entries, output entries) keyed as in quant_info.json, in node order."""
+        qs = quantizers(self.model)
+        params: dict[str, QuantParams] = {}
+        outputs: dict[str, QuantParams] = {}
+        for node in self.graph.nodes:
+            mod = layer_of(self.model, node)
+            for attr in ("weight_q", "bias_q"):
+                q = mod._modules.get(attr)
+                if q is not None:
+                    params[q.key] = q.params or QuantParams(q.spec.bit_width)
+            q = mod._modules.get("out_q")
+            if q is not None:
+                outputs[q.key] = q.params or QuantParams(q.spec.bit_width)
+        assert len(params) + len(outputs) == len(qs)
+        return params, outputs
+
+    def export_quant_config(self) -> Path:
+        if self.mode is not QuantMode.CALIB:
+            return self._rewrite_test_quant_info()
+        if self.forwards == 0:
+            raise CalibrationError(
+                "quantization is not performed completely: quant_model was never forwarded",
+                hint="forward quantizer.quant_model over your calibration data before calling "
+                     "export_quant_config()")
+        self._report_nonfinite()
+        params, outputs = self.collect()
+        merged = {**params, **outputs}
+        if self._is_dpu():
+            adjust_fix_positions(self.graph, self.placement, merged)
+        info = QuantInfo(param={k: merged[k] for k in params},
+                         output={k: merged[k] for k in outputs},
+                         fast_finetuned=self.fast_finetuned,
+                         bias_corrected=bool(self.config.include_bias_corr),
+                         graph_md5=graph_md5(self.graph))
+        if self.config.include_bias_corr:
+            atomic_torch_save(self.bias_corrections(), self.output_dir / BIAS_CORR_FILE)
+        path = write_quant_info(self.output_dir, info)
+        log.info("=>Exporting quant config.(%s)", path)
+        return path
+
+    def _rewrite_test_quant_info(self) -> Path:
+        params, outputs = self.collect()
+        info = QuantInfo(param=params, output=outputs, fast_finetuned=self.fast_finetuned,
+                         bias_corrected=bool(self.config.include_bias_corr),
+                         graph_md5=graph_md5(self.graph))
+        return write_quant_info(self.output_dir, info)
+
+    def bias_corrections(self) -> dict[str, list[float] | None]:
+        out: dict[str, list[float] | None] = {}
+        for node in self.graph.nodes:
+            if node.kind not in CONV_LIKE:
+                continue
+            bc = getattr(layer_of(self.model, node), "bias_corrector", None)
+            corr = bc.correction() if bc is not None else None
+            out[node.name] = None if corr is None else [float(v) for v in corr.cpu()]
+        return out
+
+    def _report_nonfinite(self) -> None:
+        for q in quantizers(self.model).values():
+            if q.nonfinite_batches and q.key not in self.warned_nonfinite:
+                self.warned_nonfinite.add(q.key)
+                log.warning("[QUANTIZER_TORCH_TENSOR_VALUE_INVALID] %s saw NaN/Inf in %d "
+                            "calibration batch(es); those values were left out of its "
+                            "statistics", q.key, q.nonfinite_batches)
+
+    def _is_dpu(self) -> bool:
+        return self.config.target_device is TargetDevice.DPU
+
+    # ------------------------------------------------------------ test mode
+    def load_results(self) -> None:
+        info = read_quant_info(self.output_dir, self.graph)
+        path = self.output_dir / "quant_info.json"
+        for key, q in quantizers(self.model).items():
+            section = info.param if q.key in info.param or "::" in key and q.role.name == "PARAM" \
+                else info.output
+            entry = section.get(key)
+            if entry is None:
+                known = list(info.param) + list(info.output)
+                raise QuantInfoError(
+                    f"quant_info.json has no entry for {key}: it was written for another model "
+                    f"or another version of this one ({len(known)} entries, e.g. "
+                    f"{known[:2]})", where=f"{path}, node {key}",
+                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                    hint="re-run calibration with the same model, config and nndct_lite version")
+            if entry.bit_width != q.spec.bit_width:
+                raise QuantInfoError(
+                    f"bit width of {key} is {entry.bit_width} in quant_info.json but "
+                    f"{q.spec.bit_width} in the current config", where=f"{path}, node {key}",
+                    hint="use the same quant_config_file for calib and test")
+            q.params = entry if entry.is_set else None
+            if entry.is_set and entry.fix_pos is not None and isinstance(entry.fix_pos, tuple):
+                q.params = QuantParams(entry.bit_width, fix_pos=entry.fix_pos, axis=q.axis)
+            elif entry.is_set and isinstance(entry.scale, tuple):
+                q.params = QuantParams(entry.bit_width, scale=entry.scale,
+                                       zero_point=entry.zero_point, float_max=entry.float_max,
+                                       axis=q.axis)
+        if info.graph_md5 and info.graph_md5 != graph_md5(self.graph) \
+                and not info.version.startswith("3."):
+            raise QuantInfoError("quant_info.json was calibrated on a graph with a different "
+                                 "structure (graph_md5 differs)", where=str(path),
+                                 code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                                 hint="re-run calibration with this model")
+        self.fast_finetuned = info.fast_finetuned
+        if self.config.include_bias_corr:
+            self._load_bias_corrections()
+
+    def _load_bias_corrections(self) -> None:
+        path = self.output_dir / BIAS_CORR_FILE
+        data = safe_torch_load(path, "bias correction result")
+        if not isinstance(data, dict):
+            raise QuantInfoError("bias_corr.pth must hold a dict {node name: corrections}",
+                                 where=str(path), hint="re-run calibration")
+        for node in self.graph.nodes:
+            mod = layer_of(self.model, node)
+            if node.kind not in CONV_LIKE or mod._modules.get("bias_q") is None:
+                continue
+            if node.name in data:
+                corr = data[node.name]
+            elif node.normalized in data:
+                corr = data[node.normalized]
+            else:
+                raise QuantInfoError(
+                    f"bias correction file has no entry for {node.name}: it does not match "
+                    "the current model", where=f"{path}, node {node.name}",
+                    code="QUANTIZER_TORCH_BIAS_CORRECTION",
+                    hint="calibrate and test with the same model and include_bias_corr setting")
+            if corr is not None:
+                t = torch.as_tensor(corr, dtype=mod.bias.dtype, device=mod.bias.device)
+                if t.shape != mod.bias.shape:
+                    raise QuantInfoError(f"bias correction of {node.name} has {t.numel()} "
+                                         f"values, the layer has {mod.bias.numel()} channels",
+                                         where=f"{path}, node {node.name}")
+                mod.bias_correction = t
+
+    def load_ft_param(self) -> None:
+        path = self.output_dir / PARAM_FILE
+        if not self.fast_finetuned:
+            raise QuantInfoError("quant_info.json says the model was not fast-finetuned",
+                                 where=str(self.output_dir / "quant_info.json"),
+                                 code="QUANTIZER_TORCH_FAST_FINETUNE",
+                                 hint="call quantizer.fast_finetune(...) in calib mode first, "
+                                      "or drop load_ft_param()")
+        sd = safe_torch_load(path, "fast finetune parameter")
+        try:
+            self.model.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:
+            raise QuantInfoError(f"param.pth does not fit this model: {exc}", where=str(path),
+                                 hint="re-run fast finetune with this model") from exc
+
+
+def _float_nodes(graph: Graph, config) -> frozenset:
+    nodes = set()
+    compute = [n for n in graph.nodes if n.kind in CONV_LIKE]
+    if getattr(config, "keep_first_last_layer_accuracy", False) and compute:
+        nodes.update({compute[0], compute[-1]})
+    if getattr(config, "keep_add_layer_accuracy", False):
+        nodes.update(n for n in graph.nodes if n.kind is OpKind.ADD)
+    return frozenset(nodes)
+
+
+def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
+    infos = []
+    for n in graph.nodes:
+        kinds = set()
+        if n.kind in CONV_LIKE and placement.group_of[n] not in placement.float_heads:
+            kinds.add(TensorKind.WEIGHTS)
+            if "bias" in n.params:
+                kinds.add(TensorKind.BIAS)
+        if placement.is_carrier(n):
+            kinds.add(TensorKind.ACTIVATION)
+        carrier = placement.output_quantizer_of(n) if n.is_tensor else None
+        infos.append(NodeInfo(name=n.name, layer_type=layer_type_of(n), kinds=frozenset(kinds),
+                              group=carrier.name if carrier is not None else None))
+    return infos
+
+
+def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: Path,
+            config_file, bitwidth, device: torch.device, target=None) -> QuantSession:
+    config = load_config(config_file, bitwidth=bitwidth)
+    graph, _ = capture(module, example)
+    if config.include_cle or config.convert_relu6_to_relu:
+        relu6_to_relu(graph)
+    fold_batchnorm(graph)
+    if config.include_cle:
+        cross_layer_equalize(graph)
+    placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
+    if placement.float_ops:
+        log.warning("these ops are not supported by the DPU and stay float: %s",
+                    ", ".join(f"{n.name} ({n.target})" for n in placement.float_ops))
+    plan = resolve(config, _node_infos(graph, placement))
+
+    def spec_of(node: Node, kind: TensorKind) -> QuantSpec:
+        return plan.specs(node.name)[kind].spec
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cls, path = write_and_import(graph, output_dir)
+    model = build_quant_model(cls, graph, placement, spec_of,
+                              dpu_approx=config.target_device is TargetDevice.DPU,
+                              bias_correction=bool(config.include_bias_corr), device=device)
+    model.train(module.training)
+    session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
+                           example, path)
+    if mode is QuantMode.TEST:
+        session.load_results()
+    set_mode(model, mode)
+
+    def _count(_m, _inp):
+        session.forwards += 1
+    model.register_forward_pre_hook(_count)
+    log.info("=>Quantizable module is generated.(%s)", path)
+    return session
