@@ -22,6 +22,8 @@ def relu6_to_relu(graph: Graph) -> list[str]:
             changed.append(n.name)
     if changed:
         graph.refresh()
-        log.warning("replaced %d nn.ReLU6 modules by ReLU (DPU default with CLE, or "
-                    "convert_relu6_to_relu): %s", len(changed), ", ".join(changed))
+        log.warning("[QUANTIZER_TORCH_REPLACE_RELU6] replaced %d nn.ReLU6 module(s) by ReLU "
+                    "(include_cle or convert_relu6_to_relu), e.g. %s; the full list is in "
+                    "resolved_config.json", len(changed), changed[0])
+        log.debug("ReLU6 -> ReLU: %s", ", ".join(changed))
     return changed

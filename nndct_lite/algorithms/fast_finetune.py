@@ -1,0 +1,204 @@
+"""Fast finetune (AdaQuant family; numerics.md 11): layer by layer, learn the float weights and
+biases of each conv/linear so that its quantized output reconstructs the float model's output of
+that layer, on a small cached data set. Fix positions stay frozen while tuning.
+
+Differences from vai_q_pytorch, on purpose: the per-epoch acceptance test uses the layer's own
+reconstruction loss on the cached data (not a full network evaluation per epoch), and every layer
+is checked once against the network loss afterwards and reverted if it made the network worse, so
+fast finetune never makes the calibrated model worse on the cached data."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._log import get_logger, progress
+from ..errors import CalibrationError
+from ..graph.ops import OpKind
+from ..quant.build import layer_of, quantizers, set_mode
+from ..state.files import atomic_torch_save
+from ..state.modes import QuantMode
+
+__all__ = ["FinetuneOptions", "fast_finetune"]
+
+log = get_logger("algorithms")
+PARAM_FILE = "param.pth"
+_ACTS = {OpKind.RELU: F.relu, OpKind.RELU6: F.relu6, OpKind.HARDSIGMOID: F.hardsigmoid,
+         OpKind.HARDSWISH: F.hardswish}
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    max_epochs: int = 100
+    lr_factor: float = 0.01
+    min_lr: float = 1e-5
+
+
+def _capture_inputs(model: nn.Module, run_fn, run_args) -> list[tuple]:
+    batches: list[tuple] = []
+
+    def hook(_m, args):
+        batches.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+    h = model.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            run_fn(*run_args)
+    finally:
+        h.remove()
+    if not batches:
+        raise CalibrationError("fast_finetune: run_fn never called quant_model",
+                               hint="run_fn(*run_args) must forward quantizer.quant_model")
+    return batches
+
+
+def _outputs(model, batches):
+    with torch.no_grad():
+        return [model(*b) for b in batches]
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _flat(o)]
+    return []
+
+
+def _net_loss(model, batches, targets) -> list[float]:
+    """Per model output: sqrt(MSE(float, quantized)) averaged over the cached batches."""
+    outs = _outputs(model, batches)
+    per = None
+    for o, t in zip(outs, targets):
+        vals = [float(torch.sqrt(F.mse_loss(a, b))) for a, b in zip(_flat(o), _flat(t))]
+        per = vals if per is None else [p + v for p, v in zip(per, vals)]
+    return [p / len(batches) for p in per]
+
+
+def _layer_io(model, layer, batches, mode) -> tuple[list, list]:
+    """Inputs and raw outputs of ``layer`` over the cached batches, with the model in ``mode``."""
+    ins, outs = [], []
+
+    def hook(_m, args, out):
+        ins.append(args[0].detach())
+        outs.append(out.detach())
+    set_mode(model, mode)
+    h = layer.register_forward_hook(hook)
+    try:
+        _outputs(model, batches)
+    finally:
+        h.remove()
+    return ins, outs
+
+
+def _sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    noise = float((ref - test).pow(2).mean())
+    return math.inf if noise == 0 else 10 * math.log10(float(ref.pow(2).mean()) / noise)
+
+
+def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
+                batch_size: int) -> int:
+    w_f = layer.weight.detach().clone()
+    f = opts.lr_factor * (0.5 if batch_size == 1 else 1.0)
+    wq = layer._modules["weight_q"]
+    if _sqnr_db(w_f, wq(w_f)) / 8 > 4.5:
+        f = 0.1 * f * (0.5 if batch_size == 1 else 1.0)
+    lr_w = f * float(layer.weight.detach().std())
+    params = [{"params": [layer.weight], "lr": lr_w}]
+    has_bias = layer.bias is not None and layer.bias.numel() > 1
+    if has_bias:
+        params.append({"params": [layer.bias], "lr": f * float(layer.bias.detach().std())})
+    opt = torch.optim.Adam(params)
+    target = [float_act(o) if float_act is not None else o for o in f_out]
+
+    def local_loss():
+        with torch.no_grad():
+            return sum(float(F.mse_loss(_pred(layer, act, x), t)) for x, t in zip(q_in, target))
+
+    best, best_state, epochs = local_loss(), copy.deepcopy(layer.state_dict()), 0
+    for epochs in range(1, opts.max_epochs + 1):
+        layer.weight.requires_grad_(True)
+        if layer.bias is not None:
+            layer.bias.requires_grad_(True)
+        for x, t in zip(q_in, target):
+            opt.zero_grad()
+            loss = F.mse_loss(_pred(layer, act, x), t) + F.mse_loss(layer.weight, w_f)
+            loss.backward()
+            opt.step()
+        layer.weight.requires_grad_(False)
+        if layer.bias is not None:
+            layer.bias.requires_grad_(False)
+        cur = local_loss()
+        if cur < best:
+            best, best_state = cur, copy.deepcopy(layer.state_dict())
+            continue
+        layer.load_state_dict(best_state)
+        for g in opt.param_groups:
+            g["lr"] *= 0.5
+        if opt.param_groups[0]["lr"] < opts.min_lr:
+            break
+    layer.load_state_dict(best_state)
+    return epochs
+
+
+def _pred(layer, act, x):
+    with torch.enable_grad():
+        y = layer(x)
+    return act(y) if act is not None else y
+
+
+def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOptions()) -> None:
+    """Run fast finetune on ``session`` (calib mode); writes ``param.pth``."""
+    model = session.model
+    set_mode(model, QuantMode.FLOAT)
+    batches = _capture_inputs(model, run_fn, run_args)
+    targets = _outputs(model, batches)
+    bcs = {}
+    for node in session.graph.nodes:
+        mod = layer_of(model, node)
+        if getattr(mod, "bias_corrector", None) is not None:
+            bcs[node.name] = mod.bias_corrector
+            mod.bias_corrector = None
+    set_mode(model, QuantMode.CALIB)
+    _outputs(model, batches)                      # one calibration: all fix positions
+    set_mode(model, QuantMode.TEST)
+    baseline = _net_loss(model, batches, targets)
+    layers = [n for n in session.graph.nodes
+              if layer_of(model, n)._modules.get("weight_q") is not None]
+    batch_size = batches[0][0].shape[0] if isinstance(batches[0][0], torch.Tensor) else 2
+    reverted = 0
+    for node in progress(layers, desc="fast finetune", total=len(layers)):
+        layer = layer_of(model, node)
+        users = [u for u in node.users]
+        act = float_act = None
+        if len(users) == 1 and users[0].kind in _ACTS and node.kind is not OpKind.LINEAR:
+            act, float_act = layer_of(model, users[0]), _ACTS[users[0].kind]
+        q_in, _ = _layer_io(model, layer, batches, QuantMode.TEST)
+        _, f_out = _layer_io(model, layer, batches, QuantMode.FLOAT)
+        set_mode(model, QuantMode.TEST)
+        before = copy.deepcopy(layer.state_dict())
+        epochs = _tune_layer(layer, act, float_act, q_in, f_out, opts, batch_size)
+        layer.__dict__.pop("_wcache", None)
+        loss = _net_loss(model, batches, targets)
+        if any(a > b for a, b in zip(loss, baseline)):
+            layer.load_state_dict(before)
+            layer.__dict__.pop("_wcache", None)
+            reverted += 1
+        else:
+            baseline = loss
+        log.debug("fast finetune %s: %d epochs, net loss %s", node.name, epochs, baseline)
+    for node_name, bc in bcs.items():
+        layer_of(model, session.graph.by_name(node_name)).bias_corrector = type(bc)(bc.rate)
+    for q in quantizers(model).values():
+        q.keep_params = True
+    set_mode(model, QuantMode.CALIB)
+    session.fast_finetuned = True
+    session.forwards = 0
+    path = atomic_torch_save(model.state_dict(), session.output_dir / PARAM_FILE)
+    log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
+             "weights (tuning did not lower the network loss)", path, reverted, len(layers))
