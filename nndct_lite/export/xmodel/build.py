@@ -73,7 +73,7 @@ class _Builder:
             t = mod._qbias()
         if t is None:
             return None
-        arr = t.detach().cpu().float().numpy()
+        arr = t.detach().cpu().float().numpy() + np.float32(0.0)   # -0.0 -> +0.0, like XIR
         if key == "weight" and arr.ndim == 4:
             if node.kind is OpKind.CONV_TRANSPOSE2D:
                 arr = arr.transpose(1, 2, 3, 0)
