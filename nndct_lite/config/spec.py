@@ -6,13 +6,15 @@ Enum values are the exact JSON words of vai_q_pytorch 3.5. Strings are parsed on
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
 
 from ..numerics.rounding import RoundMode
 from ..numerics.fixpoint import IntRange, int_range
 
 __all__ = ["CalibMethod", "ScaleType", "StatMethod", "TargetDevice", "TensorKind", "DataType",
-           "QuantSpec", "RoundMode"]
+           "QuantSpec", "RoundMode", "ResolvedSpec", "LayerRule", "QuantConfig", "KIND_ORDER",
+           "SPEC_KEYS", "SWITCH_KEYS"]
 
 
 class CalibMethod(enum.Enum):
@@ -89,3 +91,114 @@ class QuantSpec:
 #: Defaults of the DPU target (vai_q_pytorch.md 6.4): params round std_round, activations half_up.
 DPU_PARAM_SPEC = QuantSpec()
 DPU_ACT_SPEC = QuantSpec(round_mode=RoundMode.HALF_UP)
+
+
+#: Fixed order of the tensor kinds in every listing (files, tables, messages).
+KIND_ORDER: tuple[TensorKind, ...] = (TensorKind.INPUT, TensorKind.WEIGHTS, TensorKind.BIAS,
+                                      TensorKind.ACTIVATION)
+
+#: JSON keys of a quantization-parameter object that map onto ``QuantSpec`` fields (same names).
+SPEC_KEYS: tuple[str, ...] = tuple(f.name for f in fields(QuantSpec))
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A ``QuantSpec`` plus, for every field, the config level its value came from.
+
+    Sources are ``"default"``, ``"torch_quantizer(bitwidth=N)"``, ``"overall_quantize_config"``,
+    ``"tensor_quantize_config.<kind>"``, ``"layer_quantize_config[i] (layer_type X)"``,
+    ``"layer_quantize_config[i] (layer_name X)"`` or ``"DPU hardware rule"``.
+    """
+
+    spec: QuantSpec
+    sources: Mapping[str, str]
+
+    def source(self, field_name: str) -> str:
+        return self.sources[field_name]
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """One entry of ``layer_quantize_config``, already resolved per tensor kind.
+
+    ``specs`` holds, for each kind in ``kinds``, the full spec the rule gives: the resolved global
+    spec of that kind with the rule's ``overall_quantize_config`` and then its
+    ``tensor_quantize_config[kind]`` applied (vai_q_pytorch 3.5 semantics).
+    """
+
+    index: int
+    layer_type: str | None
+    layer_name: str | None
+    kinds: frozenset[TensorKind]
+    specs: Mapping[TensorKind, ResolvedSpec]
+    kinds_given: bool = True  # False: quantizable_data_type was absent (all four kinds)
+
+    @property
+    def type_key(self) -> str | None:
+        """The part of ``layer_type`` after the last ``.`` (``torch.nn.Conv2d`` -> ``Conv2d``)."""
+        return None if self.layer_type is None else self.layer_type.rsplit(".", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        if self.layer_name is not None:
+            return f"layer_quantize_config[{self.index}] (layer_name {self.layer_name})"
+        return f"layer_quantize_config[{self.index}] (layer_type {self.layer_type})"
+
+    @property
+    def pointer(self) -> str:
+        return f"/layer_quantize_config/{self.index}"
+
+
+def _switch(default: Any, description: str):
+    return field(default=default, metadata={"switch": True, "description": description})
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """The loaded quantization config (see ``docs/config.md``). Build it with ``load_config``.
+
+    ``global_specs`` is the global setting of each tensor kind (built-in default <
+    ``overall_quantize_config`` < ``tensor_quantize_config[kind]``); ``layer_rules`` are in file
+    order. ``sources`` says where each top-level switch came from (``"default"`` or ``"file"``).
+    ``warnings`` are the messages ``load_config`` logged (one each).
+    """
+
+    path: str | None = None
+    target_device: TargetDevice = TargetDevice.DPU
+    convert_relu6_to_relu: bool = _switch(False, "Replace every torch.nn.ReLU6 by torch.nn.ReLU.")
+    convert_silu_to_hswish: bool = _switch(False, "Replace every torch.nn.SiLU by torch.nn.Hardswish.")
+    include_cle: bool = _switch(True, "Run cross-layer equalization before calibration.")
+    include_bias_corr: bool = _switch(True, "Run bias correction during calibration (bias_corr.pth).")
+    keep_first_last_layer_accuracy: bool = _switch(
+        False, "Keep the first and the last compute layer (conv/linear) in float.")
+    keep_add_layer_accuracy: bool = _switch(False, "Keep every add layer in float.")
+    change_concat_input_fix: bool = _switch(
+        False, "Give concat inputs the fix position of the concat output.")
+    change_pool_input_fix: bool = _switch(
+        False, "Give pooling inputs the fix position of the pooling output.")
+    onnx_opset_version: int | None = None
+    global_specs: Mapping[TensorKind, ResolvedSpec] = field(default_factory=dict)
+    layer_rules: tuple[LayerRule, ...] = ()
+    quantizable_data_type: frozenset[TensorKind] = frozenset(TensorKind)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def is_dpu(self) -> bool:
+        return self.target_device is TargetDevice.DPU
+
+    def spec(self, kind: TensorKind) -> QuantSpec:
+        """The global ``QuantSpec`` of one tensor kind."""
+        return self.global_specs[kind].spec
+
+    @property
+    def effective_relu6_to_relu(self) -> bool:
+        """Whether ReLU6 is replaced by ReLU: ``convert_relu6_to_relu``, or ``include_cle`` (CLE
+        needs an unbounded activation, as in vai_q_pytorch; the loader warns when the file says
+        ``convert_relu6_to_relu: false`` together with CLE on)."""
+        return self.convert_relu6_to_relu or self.include_cle
+
+
+#: Top-level boolean switches: JSON key -> default (from the field definitions above).
+SWITCH_KEYS: dict[str, bool] = {f.name: f.default for f in fields(QuantConfig)
+                                if f.metadata.get("switch")}

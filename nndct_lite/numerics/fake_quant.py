@@ -1,8 +1,9 @@
 """Quantize, dequantize and fake-quantize, power-of-two and float scale, per-tensor and per-channel.
 
-All arithmetic happens in the tensor's dtype on the tensor's device (no host round trips). The
-multiplier is applied with a multiplication, never a division, as in the original kernels, so
-power-of-two ties are real ties (numerics.md 1.4).
+All arithmetic happens on the tensor's device (no host round trips), in the tensor's dtype for
+float32/float64; float16 and bfloat16 tensors are computed in float32 and the result cast back,
+as the original's kernels do (numerics.md 1.4). The multiplier is applied with a multiplication,
+never a division, as in the original kernels, so power-of-two ties are real ties.
 
 >>> import torch
 >>> fake_quantize_pof2(torch.tensor([0.3, 1.9, -1.0, 1.0]), 6 + 1, -128, 127, RoundMode.HALF_UP).tolist()
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
 
+import numpy as np
 import torch
 
-from .rounding import RoundMode, round_tensor
+from .rounding import RoundMode, scaled_round
 
 __all__ = [
     "pof2_multiplier", "quantize_pof2", "dequantize_pof2", "fake_quantize_pof2",
@@ -25,6 +26,12 @@ __all__ = [
 
 _MIN_NORMAL = sys.float_info.min
 _TINY_SCALE = 2.0 ** -18
+_NARROW = (torch.float16, torch.bfloat16)
+
+
+def _widen(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 (the original converts and converts back); others as is."""
+    return x.float() if x.dtype in _NARROW else x
 
 
 def channel_view(values: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
@@ -40,14 +47,15 @@ def pof2_multiplier(fp, like: torch.Tensor, axis: int | None = None) -> torch.Te
     if axis is None:
         return math.ldexp(1.0, int(fp))
     fps = torch.as_tensor(fp, dtype=torch.float64, device=like.device)
-    return channel_view(torch.exp2(fps).to(like.dtype), like.dim(), axis)
+    return channel_view(torch.exp2(fps).to(_widen(like).dtype), like.dim(), axis)
 
 
 def quantize_pof2(x: torch.Tensor, fp, qmin: int, qmax: int, mode: RoundMode,
                   axis: int | None = None) -> torch.Tensor:
-    """Integer codes (in x's float dtype) ``clamp(R(x * 2^fp), qmin, qmax)``."""
-    y = x * pof2_multiplier(fp, x, axis)
-    return round_tensor(y, mode).clamp_(qmin, qmax)
+    """Integer codes ``clamp(R(x * 2^fp), qmin, qmax)`` as floats: in x's dtype for
+    float32/float64, in float32 for float16/bfloat16 (which cannot hold every 16-bit code)."""
+    xw = _widen(x)
+    return scaled_round(xw, pof2_multiplier(fp, xw, axis), mode).clamp_(qmin, qmax)
 
 
 def dequantize_pof2(q: torch.Tensor, fp, axis: int | None = None) -> torch.Tensor:
@@ -59,55 +67,75 @@ def dequantize_pof2(q: torch.Tensor, fp, axis: int | None = None) -> torch.Tenso
 
 def fake_quantize_pof2(x: torch.Tensor, fp, qmin: int, qmax: int, mode: RoundMode,
                        axis: int | None = None) -> torch.Tensor:
-    """``dequantize(quantize(x))`` for a power-of-two scale; ``fp`` may be negative."""
-    q = quantize_pof2(x, fp, qmin, qmax, mode, axis)
+    """``dequantize(quantize(x))`` for a power-of-two scale; ``fp`` may be negative.
+
+    Returns a new tensor of x's dtype; one temporary, no host synchronisation.
+    """
+    xw = _widen(x)
+    q = scaled_round(xw, pof2_multiplier(fp, xw, axis), mode).clamp_(qmin, qmax)
     if axis is None:
-        return q.mul_(math.ldexp(1.0, -int(fp)))
-    return q.mul_(pof2_multiplier(-torch.as_tensor(fp), q, axis))
+        q.mul_(math.ldexp(1.0, -int(fp)))
+    else:
+        q.mul_(pof2_multiplier(-torch.as_tensor(fp), xw, axis))
+    return q.to(x.dtype)
 
 
 def _inv_scale(scale, like: torch.Tensor, axis: int | None):
-    """``1/scale`` computed in double, used in the tensor dtype (numerics.md 1.4, 3.1)."""
+    """``1/scale`` computed in double, used in the compute dtype, and ``1/(1/scale)`` in that
+    dtype (numerics.md 1.4, 3.1). A scale <= the smallest normal double becomes 2^-18."""
+    work = _widen(like).dtype
     if axis is None:
         s = float(scale)
         if s <= _MIN_NORMAL:
             s = _TINY_SCALE
-        inv = torch.tensor(1.0 / s, dtype=torch.float64).to(like.dtype)
-        return inv.item(), torch.reciprocal(inv).item()
+        if work == torch.float64:
+            inv = 1.0 / s
+            return inv, 1.0 / inv
+        inv32 = np.float32(1.0 / s)
+        return float(inv32), float(np.float32(1.0) / inv32)
     s = torch.as_tensor(scale, dtype=torch.float64, device=like.device)
     s = torch.where(s <= _MIN_NORMAL, torch.full_like(s, _TINY_SCALE), s)
-    inv = (1.0 / s).to(like.dtype)
+    inv = (1.0 / s).to(work)
     return channel_view(inv, like.dim(), axis), channel_view(torch.reciprocal(inv), like.dim(), axis)
 
 
 def _zp(zero_point, like: torch.Tensor, axis: int | None):
     if axis is None:
         return int(zero_point)
-    z = torch.as_tensor(zero_point, device=like.device).to(like.dtype)
+    z = torch.as_tensor(zero_point, device=like.device).to(_widen(like).dtype)
     return channel_view(z, like.dim(), axis)
+
+
+def _code_bounds(z, qmin: int, qmax: int):
+    """``clamp(R + z, qmin, qmax) - z == clamp(R, qmin - z, qmax - z)`` (all exact integers)."""
+    return qmin - z, qmax - z
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int, mode: RoundMode,
                     axis: int | None = None) -> torch.Tensor:
-    """Codes ``clamp(R(x * (1/scale)) + z, qmin, qmax)`` (float dtype)."""
-    inv, _ = _inv_scale(scale, x, axis)
-    q = round_tensor(x * inv, mode)
-    return q.add_(_zp(zero_point, x, axis)).clamp_(qmin, qmax)
+    """Codes ``clamp(R(x * (1/scale)) + z, qmin, qmax)`` (float dtype; float32 for float16)."""
+    xw = _widen(x)
+    inv, _ = _inv_scale(scale, xw, axis)
+    z = _zp(zero_point, xw, axis)
+    lo, hi = _code_bounds(z, qmin, qmax)
+    return scaled_round(xw, inv, mode).clamp_(lo, hi).add_(z)
 
 
 def dequantize_affine(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
     """Values ``(q - z) * (1 / (1/scale))``."""
     _, back = _inv_scale(scale, q, axis)
-    return (q - _zp(zero_point, q, axis)) * back
+    qw = _widen(q)
+    return ((qw - _zp(zero_point, q, axis)) * back).to(q.dtype)
 
 
 def fake_quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int,
                          mode: RoundMode, axis: int | None = None) -> torch.Tensor:
-    """``dequantize(quantize(x))`` for a float scale and zero point."""
-    inv, back = _inv_scale(scale, x, axis)
-    z = _zp(zero_point, x, axis)
-    q = round_tensor(x * inv, mode).add_(z).clamp_(qmin, qmax)
-    return q.sub_(z).mul_(back)
+    """``dequantize(quantize(x))`` for a float scale and zero point (new tensor, x's dtype)."""
+    xw = _widen(x)
+    inv, back = _inv_scale(scale, xw, axis)
+    lo, hi = _code_bounds(_zp(zero_point, xw, axis), qmin, qmax)
+    q = scaled_round(xw, inv, mode).clamp_(lo, hi)
+    return q.mul_(back).to(x.dtype)
 
 
 class _STE(torch.autograd.Function):

@@ -12,6 +12,17 @@ even), 6 half_down (ties toward zero), 7 ceil, 8 half_even.
 [-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]
 >>> round_tensor(y, RoundMode.HALF_EVEN).tolist()
 [-2.0, -2.0, -0.0, 0.0, 2.0, 2.0]
+
+How the ties are kept exact (no ``floor(y + 0.5)``, which turns the float32 0.49999997 into 1):
+
+* ``round_tensor`` (any finite input): with ``r = floor(a)`` the fraction ``a - r`` is exact for
+  ``a >= 0`` and for ``a <= -1`` (Sterbenz), and in ``(-1, 0)`` it is inexact only in a way that
+  never moves it across 0.5; ``r + [frac >= 0.5]`` is then exactly "ties toward +inf". The other
+  modes apply the same rule to ``|y|`` and restore the sign.
+* ``scaled_round`` (used by the fake-quant kernels, whose result is clamped to a bit-width range):
+  ``half_up(y) = ceil(floor(2y) / 2)``. ``2y``, ``floor``, the halving of an integer and ``ceil``
+  are all exact, so this is bit-exact for every ``y`` whose ``2y`` does not overflow, in one
+  temporary and four passes; the factor 2 is folded into the multiplier.
 """
 from __future__ import annotations
 
@@ -20,7 +31,7 @@ import enum
 import numpy as np
 import torch
 
-__all__ = ["RoundMode", "round_tensor", "round_numpy"]
+__all__ = ["RoundMode", "round_tensor", "round_numpy", "scaled_round"]
 
 
 class RoundMode(enum.Enum):
@@ -51,6 +62,11 @@ class RoundMode(enum.Enum):
         return {RoundMode.HALF_UP: "DPU_ROUND", RoundMode.STD_ROUND: "STD_ROUND",
                 RoundMode.HALF_EVEN: "PY3_ROUND"}.get(self, "DPU_ROUND")
 
+    @property
+    def is_nearest(self) -> bool:
+        """True for the round-to-nearest modes (they differ only on exact .5 ties)."""
+        return self not in (RoundMode.FLOOR, RoundMode.CEIL)
+
 
 _CODES = {
     RoundMode.HALF_UP: 2, RoundMode.STD_ROUND: 3, RoundMode.FLOOR: 4,
@@ -59,11 +75,23 @@ _CODES = {
 }
 
 
+def _half_up_(a: torch.Tensor) -> torch.Tensor:
+    """Ties toward +inf; ``a`` (owned) is clobbered, the result is returned."""
+    r = torch.floor(a)
+    return r.add_(a.sub_(r).ge_(0.5))
+
+
+def _half_toward_minus_inf_(a: torch.Tensor) -> torch.Tensor:
+    """Ties toward -inf; ``a`` (owned) is clobbered."""
+    r = torch.floor(a)
+    return r.add_(a.sub_(r).gt_(0.5))
+
+
 def round_tensor(y: torch.Tensor, mode: RoundMode) -> torch.Tensor:
     """Round ``y`` elementwise with ``mode``; returns a new tensor of the same dtype and device.
 
-    Ties are detected exactly: ``q = round_half_even(y)``, ``d = y - q`` is exact (Sterbenz), and
-    ``|d| == 0.5`` marks a tie. No ``y + 0.5`` is formed, so values such as 0.49999997 round to 0.
+    Exact for every finite input of any float dtype (also beyond 2^23, where all floats are
+    integers); inf and NaN pass through.
     """
     if mode is RoundMode.HALF_EVEN:
         return torch.round(y)
@@ -71,22 +99,38 @@ def round_tensor(y: torch.Tensor, mode: RoundMode) -> torch.Tensor:
         return torch.floor(y)
     if mode is RoundMode.CEIL:
         return torch.ceil(y)
-    q = torch.round(y)
-    d = y - q
     if mode is RoundMode.HALF_UP:
-        # a tie rounded down by half-even has d == +0.5: move it up
-        return q.add_((d == 0.5).to(q.dtype))
+        return _half_up_(y.clone())
     if mode is RoundMode.STD_ROUND:
-        up = (d == 0.5) & (y > 0)
-        down = (d == -0.5) & (y < 0)
-        return q.add_(up.to(q.dtype)).sub_(down.to(q.dtype))
+        return _half_up_(torch.abs(y)).copysign_(y)
     if mode is RoundMode.HALF_DOWN:
-        up = (d == 0.5) & (y < 0)
-        down = (d == -0.5) & (y > 0)
-        return q.add_(up.to(q.dtype)).sub_(down.to(q.dtype))
+        return _half_toward_minus_inf_(torch.abs(y)).copysign_(y)
     if mode is RoundMode.TIES_NEG_UP_POS_EVEN:
-        return q.add_(((d == 0.5) & (y < 0)).to(q.dtype))
+        return torch.where(y < 0, _half_up_(y.clone()), torch.round(y))
     raise ValueError(f"unsupported round mode {mode!r}")
+
+
+def scaled_round(x: torch.Tensor, mult, mode: RoundMode) -> torch.Tensor:
+    """``round_tensor(x * mult, mode)`` in one fresh tensor, for results that get clamped.
+
+    ``mult`` is a Python number or a tensor broadcastable to ``x``; ``x * mult`` is formed once,
+    with a multiplication. Bit-exact wherever ``2 * x * mult`` is finite; where it overflows the
+    value is +-inf instead of a huge integer, which any later clamp to a bit-width range maps to
+    the same code. Half-precision inputs are not widened here (the callers do that).
+    """
+    if mode is RoundMode.HALF_EVEN:
+        return torch.mul(x, mult).round_()
+    if mode is RoundMode.FLOOR:
+        return torch.mul(x, mult).floor_()
+    if mode is RoundMode.CEIL:
+        return torch.mul(x, mult).ceil_()
+    if mode is RoundMode.HALF_UP:
+        return torch.mul(x, mult * 2).floor_().mul_(0.5).ceil_()
+    if mode is RoundMode.STD_ROUND:
+        return torch.abs(x).mul_(mult * 2).floor_().mul_(0.5).ceil_().copysign_(x)
+    if mode is RoundMode.HALF_DOWN:
+        return torch.abs(x).mul_(mult * 2).ceil_().mul_(0.5).floor_().copysign_(x)
+    return round_tensor(torch.mul(x, mult), mode)
 
 
 def round_numpy(y: np.ndarray, mode: RoundMode) -> np.ndarray:

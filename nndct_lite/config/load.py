@@ -1,0 +1,506 @@
+"""Read a quantization config (``quant_config_file``) into a frozen ``QuantConfig``.
+
+Phases, in order: read and parse the JSON (duplicate keys and NaN are errors) -> normalise the
+enum spellings of both dialects (``power_of_two``/``poweroftwo``, ``Maxmin``, ``Float`` ...,
+case-insensitive) -> check ``schema.json`` -> semantic and cross-field rules -> dataclasses.
+Every failure is a ``ConfigError`` naming the file, the JSON pointer, the value and what is allowed.
+``parse_config`` never logs; ``load_config`` logs each of the config's warnings once.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+
+from .._log import get_logger
+from ..errors import ConfigError
+from .rules import SpecState, check_spec, dpu_round, dpu_bias_matches_activation
+from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, DPU_ACT_SPEC, LayerRule, QuantConfig,
+                   QuantSpec, TargetDevice, TensorKind)
+
+__all__ = ["load_config", "parse_config", "default_config", "config_schema", "SCHEMA_PATH"]
+
+_LOG = get_logger("config")
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+# accepted spellings (lower-cased) -> canonical JSON word, per enum-valued key
+_SPELLINGS: dict[str, dict[str, str]] = {
+    "target_device": {"dpu": "DPU", "cpu": "CPU", "gpu": "GPU"},
+    "datatype": {w: w for w in ("int", "bfloat16", "float16", "float32")},
+    "method": {w: w for w in ("diffs", "maxmin", "percentile", "entropy", "mse")},
+    "round_mode": {w: w for w in ("std_round", "half_up", "half_down", "half_even")},
+    "scale_type": {"poweroftwo": "poweroftwo", "power_of_two": "poweroftwo", "float": "float"},
+    "calib_statistic_method": {w: w for w in ("modal", "max", "mean", "median")},
+    "quantizable_data_type": {k.value: k.value for k in TensorKind},
+}
+
+# why a number outside its range cannot work
+_RANGE_REASONS = {
+    "bit_width": "0 bits hold no code and 1 bit only [-1, 0] (no positive value); above 16 bits "
+                 "the DPU/XIR fix ops and nndct_lite's integer arithmetic cannot represent the codes",
+    "percentage": "a percentile must keep a positive share of the values and at most all of them",
+    "onnx_opset_version": "torch.onnx exports opset 7 and newer",
+}
+
+# keys that users put at the wrong level -> where they belong
+_ELSEWHERE = {k: "inside overall_quantize_config or tensor_quantize_config.<kind>"
+              for k in SPEC_KEYS + ("datatype",)}
+_ELSEWHERE.update({k: "at the top level of the file" for k in SWITCH_KEYS})
+_ELSEWHERE.update({"layer_type": "inside an entry of layer_quantize_config",
+                   "layer_name": "inside an entry of layer_quantize_config"})
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def config_schema() -> dict:
+    """A copy of the shipped JSON Schema (``schema.json``)."""
+    return copy.deepcopy(_validator().schema)
+
+
+def load_config(path: str | os.PathLike | None, *, bitwidth: int | None = None) -> QuantConfig:
+    """Load ``path`` (``None``: the default configuration) and log its warnings once.
+
+    ``bitwidth`` is ``torch_quantizer``'s argument: with no file it sets the bit width of all four
+    tensor kinds; with a file it is ignored (one warning when it differs from the file's widths).
+    """
+    if path is None:
+        config = default_config(bitwidth)
+    else:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"quant_config_file must be a path or None, got {type(path).__name__}",
+                              where="torch_quantizer(quant_config_file=...)",
+                              hint="pass the path of a JSON file, or None for the default config")
+        name = os.fspath(path)
+        config = parse_config(_read_json(name), source=name, bitwidth=bitwidth)
+    for message in config.warnings:
+        _LOG.warning(message)
+    return config
+
+
+def default_config(bitwidth: int | None = None) -> QuantConfig:
+    """The configuration used when no file is given (vai_q_pytorch.md 6.4)."""
+    return parse_config({}, source=None, bitwidth=bitwidth)
+
+
+def parse_config(data: Any, *, source: str | None = "<config>",
+                 bitwidth: int | None = None) -> QuantConfig:
+    """Check an already-parsed JSON document and build the ``QuantConfig`` (no logging).
+
+    ``source`` is the file name used in messages and stored as ``QuantConfig.path``; ``None``
+    means "no file" (the default configuration, where ``bitwidth`` applies).
+    """
+    label = source if source is not None else "<default configuration>"
+    bitwidth = _check_bitwidth(bitwidth)
+    try:
+        data = _normalise(data)
+        _check_schema(data, label)
+        return _Builder(data, source, label, bitwidth).build()
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply to be a quantization config",
+                          where=label, hint="see docs/config.md for the file's shape") from None
+
+
+# ---------------------------------------------------------------- reading and the schema phase
+
+class _Obj(dict):
+    """A JSON object that remembers keys given twice (json keeps only the last)."""
+    duplicates: tuple[str, ...] = ()
+
+
+def _object_pairs(pairs):
+    obj, seen = _Obj(), []
+    for key, value in pairs:
+        if key in obj and key not in seen:
+            seen.append(key)
+        obj[key] = value
+    obj.duplicates = tuple(seen)
+    return obj
+
+
+def _no_constant(word):
+    raise ValueError(f"{word} is not valid JSON")
+
+
+def _read_json(name: str) -> Any:
+    try:
+        raw = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("config file not found", where=name,
+                          hint="check the path, or pass quant_config_file=None for the default "
+                               "configuration") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", where=name,
+                          hint="quant_config_file must name a readable JSON file") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config file is not UTF-8 text (byte {exc.start})", where=name,
+                          hint="save the file as UTF-8 JSON") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        line = text.splitlines()[exc.lineno - 1] if text.strip() else ""
+        caret = f"\n    {line.rstrip()}\n    {' ' * (exc.colno - 1)}^" if line else ""
+        raise ConfigError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                          where=f"{name}:{exc.lineno}:{exc.colno}",
+                          hint="fix the JSON syntax here (JSON has no comments, no trailing "
+                               f"commas, and uses double quotes){caret}") from None
+    except ValueError as exc:  # NaN / Infinity
+        raise ConfigError(f"not valid JSON: {exc}", where=name,
+                          hint="use a finite number") from None
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply", where=name) from None
+    _check_duplicates(data, "", name)
+    return data
+
+
+def _check_duplicates(node: Any, pointer: str, name: str) -> None:
+    if isinstance(node, _Obj) and node.duplicates:
+        key = node.duplicates[0]
+        raise ConfigError(f"key {key!r} is given twice in one object; JSON would keep only the "
+                          f"last value {_show(node[key])}", where=f"{name}, at {pointer}/{_esc(key)}",
+                          hint="keep one of the two entries")
+    children = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, list) else ())
+    for key, child in children:
+        _check_duplicates(child, f"{pointer}/{_esc(str(key))}", name)
+
+
+def _norm_params(params: Any) -> Any:
+    if not isinstance(params, dict):
+        return params
+    out = dict(params)
+    for key, value in out.items():
+        if key in _SPELLINGS and isinstance(value, str):
+            out[key] = _SPELLINGS[key].get(value.lower(), value)
+    return out
+
+
+def _norm_kinds(kinds: Any) -> Any:
+    if not isinstance(kinds, list):
+        return kinds
+    table = _SPELLINGS["quantizable_data_type"]
+    return [table.get(k.lower(), k) if isinstance(k, str) else k for k in kinds]
+
+
+def _norm_level(level: dict) -> dict:
+    """Normalise one level (the file's top level or one layer rule) in a copy."""
+    out = dict(level)
+    if "overall_quantize_config" in out:
+        out["overall_quantize_config"] = _norm_params(out["overall_quantize_config"])
+    if isinstance(out.get("tensor_quantize_config"), dict):
+        out["tensor_quantize_config"] = {k: _norm_params(v)
+                                         for k, v in out["tensor_quantize_config"].items()}
+    if "quantizable_data_type" in out:
+        out["quantizable_data_type"] = _norm_kinds(out["quantizable_data_type"])
+    return out
+
+
+def _normalise(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    out = _norm_level(data)
+    device = out.get("target_device")
+    if isinstance(device, str):
+        out["target_device"] = _SPELLINGS["target_device"].get(device.lower(), device)
+    if isinstance(out.get("layer_quantize_config"), list):
+        out["layer_quantize_config"] = [_norm_level(e) if isinstance(e, dict) else e
+                                        for e in out["layer_quantize_config"]]
+    return out
+
+
+def _esc(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(path) -> str:
+    return "".join(f"/{_esc(str(p))}" for p in path)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", list: "array"}.get(type(value), "object")
+
+
+def _describe(schema: Mapping) -> str:
+    """What a schema location allows, in words."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        schema = {**_validator().schema["$defs"][ref[len("#/$defs/"):]], **schema}
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    nullable = " (or null)" if "null" in types else ""
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(v) for v in schema["enum"]) + " (case-insensitive)"
+    if "integer" in types:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        if lo is not None and hi is not None:
+            return f"an integer from {lo} to {hi}{nullable}"
+        return (f"an integer >= {lo}" if lo is not None else "an integer") + nullable
+    if "number" in types:
+        return f"a number in ({schema.get('exclusiveMinimum', 0)}, {schema.get('maximum', 100)}]"
+    if "boolean" in types:
+        return "true or false (a JSON boolean)"
+    if "array" in types:
+        items = schema.get("items", {})
+        return f"a list (each item {_describe(items)})" if items else "a list"
+    if "object" in types:
+        keys = ", ".join(schema.get("properties", {}))
+        return f"an object with keys among: {keys}"
+    if "string" in types:
+        return f"a non-empty string{nullable}"
+    return "a valid value"
+
+
+def _closest(word: str, choices) -> str | None:
+    lowered = {c.lower(): c for c in choices}
+    hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[hit[0]] if hit else None
+
+
+def _check_schema(data: Any, label: str) -> None:
+    errors = list(_validator().iter_errors(data))
+    if errors:
+        raise _schema_error(jsonschema.exceptions.best_match(errors), label)
+
+
+def _schema_error(err, label: str) -> ConfigError:
+    path = list(err.absolute_path)
+    pointer = _pointer(path)
+    names = [p for p in path if isinstance(p, str)]
+    name = names[-1] if names else "the config"
+    if path and isinstance(path[-1], int):
+        name = f"{name}[{path[-1]}]" if names else f"item {path[-1]}"
+    where = f"{label}, at {pointer or '/ (the top level)'}"
+    kind = err.validator
+    if kind == "additionalProperties" and isinstance(err.instance, dict):
+        known = list(err.schema.get("properties", {}))
+        key = next(k for k in err.instance if k not in known)
+        hint = f"known keys here: {', '.join(known)}"
+        guess = _closest(key, known)
+        if guess:
+            hint = f"did you mean {guess!r}? " + hint
+        elif key in _ELSEWHERE:
+            hint = f"{key!r} belongs {_ELSEWHERE[key]}; " + hint
+        return ConfigError(f"unknown key {key!r} {('in ' + name) if path else 'at the top level'}",
+                           where=f"{label}, at {pointer}/{_esc(key)}", hint=hint)
+    value = _show(err.instance)
+    allowed = _describe(err.schema)
+    if kind == "enum":
+        hint = f"allowed: {allowed}"
+        guess = _closest(str(err.instance), err.validator_value)
+        if guess:
+            hint = f"did you mean {guess!r}? " + hint
+        return ConfigError(f"{name} {value} is not an accepted value; allowed: {allowed}",
+                           where=where, hint=hint)
+    if kind == "type":
+        return ConfigError(f"{name} must be {allowed}, got {value} (a JSON {_json_type(err.instance)})",
+                           where=where, hint=f"allowed: {allowed}")
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        reason = _RANGE_REASONS.get(name)
+        message = f"{name} must be {allowed}, got {value}"
+        return ConfigError(message + (f": {reason}" if reason else ""), where=where,
+                           hint=f"allowed: {allowed}")
+    if kind == "minItems":
+        return ConfigError(f"{name} is {value}; it must list at least one tensor kind",
+                           where=where, hint=f"allowed: {allowed}; leave the key out for all four")
+    if kind == "uniqueItems":
+        return ConfigError(f"{name} lists a tensor kind twice: {value}", where=where,
+                           hint=f"allowed: {allowed}, each at most once")
+    if kind == "minLength":
+        return ConfigError(f"{name} must not be an empty string, got {value}", where=where,
+                           hint=f"allowed: {allowed}")
+    return ConfigError(f"{name} {value}: {err.message}", where=where, hint=f"allowed: {allowed}")
+
+
+def _check_bitwidth(bitwidth: Any) -> int | None:
+    if bitwidth is None:
+        return None
+    if isinstance(bitwidth, bool) or not isinstance(bitwidth, int) or not 2 <= bitwidth <= 16:
+        raise ConfigError(f"bitwidth must be an integer from 2 to 16, got {bitwidth!r}: "
+                          f"{_RANGE_REASONS['bit_width']}", where="torch_quantizer(bitwidth=...)",
+                          hint="allowed: an integer from 2 to 16, or None (8)")
+    return bitwidth
+
+
+# ---------------------------------------------------------------- semantic phase
+
+class _Builder:
+    def __init__(self, data: dict, path: str | None, label: str, bitwidth: int | None):
+        self.data, self.path, self.label, self.bitwidth = data, path, label, bitwidth
+        self.device = TargetDevice(data.get("target_device", "DPU"))
+        self.warnings: list[str] = []
+        self.round_notes: dict[str, list] = {}
+        self.states: list[tuple[TensorKind, SpecState]] = []
+
+    def where(self, pointer: str | None) -> str:
+        return f"{self.label}, at {pointer}" if pointer else self.label
+
+    def build(self) -> QuantConfig:
+        data = self.data
+        self._check_datatypes(data, "")
+        for i, entry in enumerate(data.get("layer_quantize_config", [])):
+            self._check_datatypes(entry, f"/layer_quantize_config/{i}")
+        top_kinds = frozenset(TensorKind(k) for k in data.get("quantizable_data_type",
+                                                                [k.value for k in TensorKind]))
+        glob = {k: self._global_state(k, top_kinds) for k in KIND_ORDER}
+        dpu_bias_matches_activation(glob, self.device, "global settings", self.where)
+        rules = tuple(self._rule(i, e, glob)
+                      for i, e in enumerate(data.get("layer_quantize_config", [])))
+        self._late_warnings(rules, glob)
+        switches = {k: data.get(k, default) for k, default in SWITCH_KEYS.items()}
+        sources = {k: ("file" if k in data else "default")
+                   for k in (*SWITCH_KEYS, "target_device", "onnx_opset_version")}
+        return QuantConfig(path=self.path, target_device=self.device, **switches,
+                           onnx_opset_version=data.get("onnx_opset_version"),
+                           global_specs={k: s.frozen() for k, s in glob.items()},
+                           layer_rules=rules, quantizable_data_type=top_kinds,
+                           sources=sources, warnings=tuple(self.warnings))
+
+    def _check_datatypes(self, level: dict, pointer: str) -> None:
+        blocks = [("/overall_quantize_config", level.get("overall_quantize_config", {}))]
+        blocks += [(f"/tensor_quantize_config/{k}", v)
+                   for k, v in level.get("tensor_quantize_config", {}).items()]
+        for sub, params in blocks:
+            value = params.get("datatype", "int")
+            if value != "int":
+                raise ConfigError(
+                    f"datatype {value!r} is not supported: nndct_lite quantizes to integers only "
+                    f"(vai_q_pytorch's bfloat16/float16/float32 cast modes are not implemented)",
+                    where=self.where(f"{pointer}{sub}/datatype"),
+                    hint="allowed: 'int'; remove the key or set it to \"int\"")
+
+    def _apply(self, state: SpecState, kind: TensorKind, params: Mapping | None, source: str,
+               pointer: str) -> None:
+        for key, value in (params or {}).items():
+            if key != "datatype":
+                state.set(key, value, source, f"{pointer}/{key}")
+
+    def _finish(self, kind: TensorKind, state: SpecState, context: str) -> SpecState:
+        note = dpu_round(kind, state, self.device)
+        if note is not None:
+            self.round_notes.setdefault(note[0], [note[1], {}])[1].setdefault(
+                note[2].value, []).append(kind.value)
+        check_spec(kind, state, self.device, context, self.where)
+        self.states.append((kind, state))
+        return state
+
+    def _global_state(self, kind: TensorKind, top_kinds: frozenset) -> SpecState:
+        state = SpecState(DPU_ACT_SPEC if kind is TensorKind.ACTIVATION else QuantSpec(), "default")
+        if self.path is None and self.bitwidth is not None:
+            state.set("bit_width", self.bitwidth, f"torch_quantizer(bitwidth={self.bitwidth})", None)
+        if kind in top_kinds:
+            self._apply(state, kind, self.data.get("overall_quantize_config"),
+                        "overall_quantize_config", "/overall_quantize_config")
+        tensor = self.data.get("tensor_quantize_config", {}).get(kind.value)
+        self._apply(state, kind, tensor, f"tensor_quantize_config.{kind.value}",
+                    f"/tensor_quantize_config/{kind.value}")
+        return self._finish(kind, state, "global settings")
+
+    def _rule(self, index: int, entry: dict, glob: dict) -> LayerRule:
+        pointer = f"/layer_quantize_config/{index}"
+        layer_type, layer_name = entry.get("layer_type"), entry.get("layer_name")
+        if (layer_type is None) == (layer_name is None):
+            given = "both" if layer_type is not None else "neither"
+            raise ConfigError(
+                f"layer_quantize_config[{index}] gives {given} of layer_type and layer_name "
+                f"(layer_type {_show(layer_type)}, layer_name {_show(layer_name)}); a rule needs "
+                f"exactly one", where=self.where(pointer),
+                hint="allowed: a layer_type string (e.g. \"torch.nn.Conv2d\") or a layer_name "
+                     "string copied from quantize_result/<Model>.py, the other null or absent")
+        kinds = frozenset(TensorKind(k) for k in entry.get("quantizable_data_type",
+                                                           [k.value for k in TensorKind]))
+        tensor = entry.get("tensor_quantize_config", {})
+        for key in tensor:
+            if TensorKind(key) not in kinds:
+                raise ConfigError(
+                    f"layer_quantize_config[{index}] has tensor_quantize_config.{key} but "
+                    f"{key!r} is not in its quantizable_data_type "
+                    f"{sorted(k.value for k in kinds)}; the settings would be ignored",
+                    where=self.where(f"{pointer}/tensor_quantize_config/{key}"),
+                    hint=f"add {key!r} to quantizable_data_type (allowed: input, weights, bias, "
+                         f"activation), or remove tensor_quantize_config.{key}")
+        rule = LayerRule(index, layer_type, layer_name, kinds, {})  # for its label
+        states = {}
+        for kind in KIND_ORDER:
+            if kind in kinds:
+                state = glob[kind].copy()
+                self._apply(state, kind, entry.get("overall_quantize_config"), rule.label,
+                            f"{pointer}/overall_quantize_config")
+                self._apply(state, kind, tensor.get(kind.value), rule.label,
+                            f"{pointer}/tensor_quantize_config/{kind.value}")
+                states[kind] = self._finish(kind, state, rule.label)
+        return LayerRule(index, layer_type, layer_name, kinds,
+                         {k: s.frozen() for k, s in states.items()},
+                         kinds_given="quantizable_data_type" in entry)
+
+    def _late_warnings(self, rules: tuple[LayerRule, ...], glob: dict) -> None:
+        src = self.label
+        for pointer, (value, by_hw) in self.round_notes.items():
+            kinds = ", ".join(k for ks in by_hw.values() for k in ks)
+            used_hw = "; ".join(f"{hw!r} for {', '.join(ks)}" for hw, ks in by_hw.items())
+            self.warnings.append(
+                f"{src}, at {pointer}: round_mode {value!r} is not the DPU's rounding for "
+                f"{kinds}; using the hardware's: {used_hw} (the DPU rounds activations and inputs "
+                f"half_up, weights and biases std_round)")
+        if self.data.get("convert_relu6_to_relu") is False and self.data.get("include_cle", True):
+            self.warnings.append(
+                f"{src}, at /convert_relu6_to_relu: false is overridden because include_cle is "
+                f"true: cross-layer equalization needs an unbounded activation, so ReLU6 is still "
+                f"replaced by ReLU; set include_cle to false to keep ReLU6")
+        used: dict[str, bool] = {}
+        for kind, state in self.states:
+            ptr = state.pointers["percentage"]
+            if ptr is not None:
+                used[ptr] = used.get(ptr, False) or state.values["method"].value == "percentile"
+            ptr = state.pointers["calib_statistic_method"]
+            if (ptr is not None and kind in (TensorKind.WEIGHTS, TensorKind.BIAS)
+                    and f"/tensor_quantize_config/{kind.value}/" in ptr):
+                message = (f"{src}, at {ptr}: calib_statistic_method has no effect on "
+                           f"{kind.value}: parameters are calibrated once, not per batch")
+                if message not in self.warnings:
+                    self.warnings.append(message)
+        for ptr, was_used in used.items():
+            if not was_used:
+                self.warnings.append(f"{src}, at {ptr}: percentage has no effect: no tensor it "
+                                     f"applies to uses method 'percentile'")
+        for i, rule in enumerate(rules):
+            key = (rule.type_key, rule.layer_name)
+            later = [r for r in rules[i + 1:] if (r.type_key, r.layer_name) == key
+                     and r.kinds & rule.kinds]
+            if later:
+                kinds = sorted((k.value for k in rule.kinds & later[-1].kinds),
+                               key=[k.value for k in KIND_ORDER].index)
+                self.warnings.append(
+                    f"{src}, at {rule.pointer}: {rule.label} is overridden for "
+                    f"{', '.join(kinds)} by {later[-1].label}; the last rule wins")
+        if self.path is not None and self.bitwidth is not None:
+            widths = {k.value: glob[k].values["bit_width"] for k in KIND_ORDER}
+            if any(w != self.bitwidth for w in widths.values()):
+                shown = ", ".join(f"{k} {w}" for k, w in widths.items())
+                self.warnings.append(
+                    f"torch_quantizer(bitwidth={self.bitwidth}) is ignored because a config file "
+                    f"is given ({src}); its bit widths are used ({shown}) "
+                    f"[QUANTIZER_TORCH_BITWIDTH_MISMATCH]")

@@ -1,0 +1,346 @@
+"""``<Model>_int.onnx``: the test-mode quantized model with a QuantizeLinear/DequantizeLinear pair
+at every quantization point (activations, model inputs, weights, biases).
+
+How: for the duration of the export every calibrated ``FakeQuantizer`` forwards through
+``_QDQ``, an ``autograd.Function`` whose ``forward`` is the test-mode fake quantization itself
+(so everything downstream is traced on the exact test-mode values) and whose ``symbolic`` writes
+the Q/DQ pair. The model is then exported with torch's TorchScript-based exporter
+(``dynamo=False``, ``do_constant_folding=False``), checked with ``onnx.checker`` (full check) and
+written atomically.
+
+Encoding of one point (vai_q_pytorch.md 3.3, docs/exports.md):
+
+- scale: float32, ``2^-fix_pos`` for power-of-two tensors, ``1 / (1 / scale)`` rounded to float32
+  (the dequantization factor the test-mode model multiplies by) for float-scale tensors; a 1-D
+  scale and zero point with ``axis`` for per-channel tensors;
+- zero point: the tensor's zero point in the smallest integer type holding its range: int8
+  for signed ranges within [-128, 127], uint8 for unsigned ranges within [0, 255], and, for
+  9..16-bit tensors, int16 / uint16, which need opset 21 (chosen automatically when no opset was
+  asked for; an explicit opset below 21 is an ExportError);
+- a range narrower than its type's (2..7 bits, narrow range, e.g. [-8, 7] or [-127, 127]) adds a
+  ``Clip`` (per-channel: ``Min``/``Max``) after the DequantizeLinear, so the values are exactly
+  the test-mode ones;
+- weights and biases: the QuantizeLinear reads the test-mode quantized values (a constant on the
+  quantization grid) instead of the float parameter, so the DequantizeLinear output equals the
+  test-mode weight bit for bit whatever the rounding mode (ONNX rounds half to even, the DPU's
+  weights round half away from zero).
+
+Activations are quantized by onnxruntime with ONNX's half-to-even rounding; with the DPU rule
+(half toward +inf) ties land one step lower, which is the only difference from the test-mode
+model besides float summation order (docs/exports.md gives the measured agreement).
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._log import get_logger
+from ..calib import Role
+from ..errors import ExportError
+from ..numerics.fake_quant import _inv_scale
+from ..quant.build import quantizers
+from ..quant.fake_quantizer import FakeQuantizer, apply_params
+from ..state.files import atomic_write_bytes
+from .torchscript import batch1_example, deploy_state, flatten_outputs, probe
+
+__all__ = ["export_onnx_model", "MIN_OPSET", "INT16_OPSET", "default_opset"]
+
+log = get_logger("export")
+
+#: per-channel QuantizeLinear (``axis``) needs opset 13
+MIN_OPSET = 13
+#: int16 / uint16 QuantizeLinear needs opset 21
+INT16_OPSET = 21
+
+# (onnx elem type, torch dtype, numpy dtype, lo, hi, first opset)
+_CONTAINERS = (
+    ("uint8", torch.uint8, np.uint8, 0, 255, MIN_OPSET),
+    ("int8", torch.int8, np.int8, -128, 127, MIN_OPSET),
+    ("uint16", torch.uint16, np.uint16, 0, 65535, INT16_OPSET),
+    ("int16", torch.int16, np.int16, -32768, 32767, INT16_OPSET),
+)
+
+
+def default_opset() -> int:
+    """The newest opset torch's TorchScript exporter calls stable (torch's own default)."""
+    try:
+        from torch.onnx._constants import ONNX_DEFAULT_OPSET
+        return int(ONNX_DEFAULT_OPSET)
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch layouts
+        return 17
+
+
+# ----------------------------------------------------------------------------- points
+def _tensor(a) -> torch.Tensor:
+    """A numpy value (0-d or n-d, any dtype) as an owning torch tensor."""
+    return torch.from_numpy(np.array(a, copy=True))
+
+
+@dataclass
+class _Point:
+    """How one FakeQuantizer is written: scale, zero point, type, optional clip."""
+
+    key: str
+    quantizer: FakeQuantizer
+    is_param: bool
+    scale: np.ndarray           # float32, 0-d or 1-d
+    zero_point: np.ndarray      # container dtype, same shape as scale
+    axis: int | None
+    container: tuple
+    clip: tuple[np.ndarray, np.ndarray] | None  # real-valued [lo, hi] when the range is narrower
+    const: torch.Tensor | None = None           # test-mode quantized parameter (set in forward)
+    ndim: int | None = None
+
+    def emit(self, g, x):
+        src = g.op("Constant", value_t=self.const) if self.const is not None else x
+        s = g.op("Constant", value_t=_tensor(self.scale))
+        attrs = {} if self.axis is None else {"axis_i": int(self.axis)}
+        z = g.op("Constant", value_t=_tensor(self.zero_point))
+        y = g.op("DequantizeLinear", g.op("QuantizeLinear", src, s, z, **attrs), s, z, **attrs)
+        return self._clip(g, y)
+
+    def _clip(self, g, y):
+        if self.clip is None or self.const is not None:
+            return y
+        lo, hi = self.clip
+        if self.axis is None:
+            return g.op("Clip", y, g.op("Constant", value_t=_tensor(lo)),
+                        g.op("Constant", value_t=_tensor(hi)))
+        shape = [1] * self.ndim
+        shape[self.axis % self.ndim] = -1
+        lo_t = g.op("Constant", value_t=_tensor(lo.reshape(shape)))
+        hi_t = g.op("Constant", value_t=_tensor(hi.reshape(shape)))
+        return g.op("Max", g.op("Min", y, hi_t), lo_t)
+
+
+_ACTIVE: dict[int, _Point] = {}
+_TOKENS = itertools.count()
+
+
+class _QDQ(torch.autograd.Function):
+    """Test-mode fake quantization in eager/trace; a Q/DQ pair in the ONNX graph."""
+
+    @staticmethod
+    def forward(ctx, x, token):  # noqa: D401 - autograd signature
+        p = _ACTIVE[token]
+        q = p.quantizer
+        y = apply_params(x, q.params, q.spec)
+        p.ndim = x.dim()
+        if p.is_param:
+            p.const = y.detach().clone()
+        return y
+
+    @staticmethod
+    def symbolic(g, x, token):
+        return _ACTIVE[token].emit(g, x)
+
+
+def _qdq_forward(token: int):
+    def forward(x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return x
+        return _QDQ.apply(x, token)
+    return forward
+
+
+def _as_vector(value, n: int | None) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if n is not None and a.ndim == 0:
+        a = np.full(n, float(a))
+    return a
+
+
+def _plan(q: FakeQuantizer, opset: int) -> _Point:
+    """The ONNX encoding of one calibrated quantizer; ExportError if it has none."""
+    p, spec = q.params, q.spec
+    r = spec.int_range
+    per_channel = p.axis is not None and (
+        isinstance(p.fix_pos, tuple) or isinstance(p.scale, tuple)
+        or isinstance(p.zero_point, tuple))
+    axis = p.axis if per_channel else None
+    if p.fix_pos is not None:
+        fps = np.asarray(p.fix_pos, dtype=np.int64)
+        if np.any(fps > 149) or np.any(fps < -127):
+            raise ExportError(f"fix position {p.fix_pos} of {q.key} has no float32 scale",
+                              where=f"quantizer {q.key}",
+                              hint="re-run calibration; fix positions are normally in -16..15")
+        scale = np.asarray(np.ldexp(np.float32(1.0), -fps), dtype=np.float32)
+        zp = np.zeros(scale.shape, dtype=np.int64)
+    else:
+        n = len(p.scale) if isinstance(p.scale, tuple) else (
+            len(p.zero_point) if isinstance(p.zero_point, tuple) else None)
+        # the same float32 factors the test-mode model uses: x * inv, then q * back
+        if n is None:
+            _, back = _inv_scale(p.scale, torch.empty(0), None)
+            scale = np.asarray(back, dtype=np.float32)
+        else:
+            s = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
+            _, back = _inv_scale(s, torch.empty(0), 0)
+            scale = back.cpu().numpy().astype(np.float32).reshape(-1)
+        zp = np.rint(_as_vector(p.zero_point, n)).astype(np.int64)
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ExportError(f"scale of {q.key} is not a positive finite float32 ({p.scale})",
+                          where=f"quantizer {q.key}",
+                          hint="re-run calibration; a constant-zero tensor gets a tiny scale")
+    zmin, zmax = int(zp.min()), int(zp.max())
+    wanted = ("uint8", "uint16") if r.qmin >= 0 else ("int8", "int16")
+    fits = [c for c in _CONTAINERS if c[0] in wanted and c[3] <= min(r.qmin, zmin)
+            and max(r.qmax, zmax) <= c[4]]
+    if not fits:
+        raise ExportError(f"{q.key} uses integer range [{r.qmin}, {r.qmax}] (bit width "
+                          f"{spec.bit_width}), wider than ONNX Q/DQ types (int16/uint16)",
+                          where=f"quantizer {q.key}", hint="use a bit width of 16 or less")
+    container = fits[0]
+    if container[5] > opset:
+        raise ExportError(
+            f"{q.key} is a {spec.bit_width}-bit tensor (range [{r.qmin}, {r.qmax}]): its "
+            f"Q/DQ pair needs {container[0]}, which QuantizeLinear accepts from opset "
+            f"{container[5]}; the export asked for opset {opset}",
+            where=f"quantizer {q.key}",
+            hint=f"pass opset_version={container[5]} (or leave it unset), or quantize this "
+                 "tensor with 8 bits or fewer")
+    clip = None
+    if (r.qmin, r.qmax) != (container[3], container[4]):
+        lo = ((np.float32(r.qmin) - zp.astype(np.float32)) * scale).astype(np.float32)
+        hi = ((np.float32(r.qmax) - zp.astype(np.float32)) * scale).astype(np.float32)
+        clip = (lo, hi)
+    return _Point(key=q.key, quantizer=q, is_param=q.role is Role.PARAM, scale=scale,
+                  zero_point=zp.astype(container[2]), axis=axis, container=container,
+                  clip=clip)
+
+
+def _calibrated(session) -> list[FakeQuantizer]:
+    return [q for q in quantizers(session.model).values()
+            if q.params is not None and q.params.is_set]
+
+
+def _needs_int16(q: FakeQuantizer) -> bool:
+    r = q.spec.int_range
+    return r.qmin < -128 or r.qmax > 255 or (r.qmin < 0 and r.qmax > 127)
+
+
+def _resolve_opset(session, opset_version, qs: list[FakeQuantizer]) -> int:
+    source = "opset_version="
+    if opset_version is None:
+        opset_version = getattr(session.config, "onnx_opset_version", None)
+        source = "config onnx_opset_version"
+    newest = onnx_newest()
+    if opset_version is None:
+        opset = default_opset()
+        wide = [q.key for q in qs if _needs_int16(q)]
+        if wide and opset < INT16_OPSET:
+            log.info("opset %d chosen for the ONNX export: %d tensor(s) wider than 8 bits (e.g. "
+                     "%s) need int16 Q/DQ", INT16_OPSET, len(wide), wide[0])
+            opset = INT16_OPSET
+        return opset
+    if isinstance(opset_version, bool) or not isinstance(opset_version, int):
+        raise ExportError(f"opset version must be an integer, got {opset_version!r}",
+                          where=source, hint=f"pass e.g. opset_version={default_opset()}")
+    if not MIN_OPSET <= opset_version <= newest:
+        raise ExportError(f"opset {opset_version} cannot hold the Q/DQ export: it needs opset "
+                          f"{MIN_OPSET} (per-channel QuantizeLinear) to {newest} (the newest "
+                          "this onnx package knows)", where=source,
+                          hint=f"pass opset_version={default_opset()} or leave it unset")
+    return opset_version
+
+
+def onnx_newest() -> int:
+    import onnx
+    return int(onnx.defs.onnx_opset_version())
+
+
+# ----------------------------------------------------------------------------- export
+class _Swapped:
+    """Every calibrated FakeQuantizer forwards through ``_QDQ`` while inside."""
+
+    def __init__(self, points: list[_Point]):
+        self.points = points
+        self.tokens: list[int] = []
+
+    def __enter__(self):
+        for p in self.points:
+            token = next(_TOKENS)
+            _ACTIVE[token] = p
+            self.tokens.append(token)
+            p.quantizer.__dict__["forward"] = _qdq_forward(token)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.points:
+            p.quantizer.__dict__.pop("forward", None)
+        for t in self.tokens:
+            _ACTIVE.pop(t, None)
+        return False
+
+
+def _names(session, n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]]:
+    ins = [n.name for n in session.graph.inputs]
+    if len(ins) != n_inputs or len(set(ins)) != len(ins):
+        ins = [f"input_{i}" for i in range(n_inputs)]
+    return ins, [f"output_{i}" for i in range(n_outputs)]
+
+
+def export_onnx_model(session, output_dir: str | Path = "quantize_result",
+                      dynamic_batch: bool = False, opset_version: int | None = None) -> Path:
+    """Export ``<output_dir>/<Model>_int.onnx`` (atomically) and return its path.
+
+    ``opset_version``: the argument, else the config's ``onnx_opset_version``, else torch's
+    default opset (raised to 21 when a tensor needs int16). ``dynamic_batch`` makes axis 0 of
+    every input and output symbolic (``batch``); otherwise the model is fixed to batch size 1.
+    Raises ``ExportError`` for a point ONNX cannot encode, a non-tensor output, a failure of
+    ``torch.onnx.export`` (with torch's reason) or a model ``onnx.checker`` rejects.
+    """
+    import onnx
+
+    name = session.graph.model_name
+    path = Path(output_dir) / f"{name}_int.onnx"
+    example = batch1_example(session, "export_onnx_model()")
+    qs = _calibrated(session)
+    opset = _resolve_opset(session, opset_version, qs)
+    points = [_plan(q, opset) for q in qs]
+    with deploy_state(session) as model:
+        out = probe(session, model, example, "export_onnx_model()")
+        in_names, out_names = _names(session, len(example), len(flatten_outputs(out)))
+        axes = None
+        if dynamic_batch:
+            axes = {n: {0: "batch"} for n, a in zip(in_names, example) if a.dim() >= 1}
+            axes.update({n: {0: "batch"} for n, t in zip(out_names, flatten_outputs(out))
+                         if t.dim() >= 1})
+        buf = io.BytesIO()
+        try:
+            with _Swapped(points), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX")
+                warnings.filterwarnings("ignore", message=r".*opset version \d+ is not supported")
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                        module=r"nndct_lite\.")
+                torch.onnx.export(model, example, buf, dynamo=False, opset_version=opset,
+                                  do_constant_folding=False, export_params=True,
+                                  input_names=in_names, output_names=out_names,
+                                  dynamic_axes=axes, training=torch.onnx.TrainingMode.EVAL)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}",
+                              where=f"{path} (opset {opset})",
+                              hint="see torch's reason above; an op without an ONNX symbolic "
+                                   "at this opset may need a newer opset_version") from exc
+    proto = onnx.load_model_from_string(buf.getvalue())
+    proto.producer_name, proto.producer_version = "nndct_lite", __version__
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejects the exported model: {exc}",
+                          where=f"{path} (opset {opset})",
+                          hint="report this with the model; the export wrote nothing") from exc
+    atomic_write_bytes(path, proto.SerializeToString())
+    log.info("%s_int.onnx is generated.(%s): opset %d, %d Q/DQ pairs", name, path, opset,
+             len(points))
+    return path

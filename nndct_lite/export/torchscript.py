@@ -1,0 +1,197 @@
+"""``<Model>_int.pt``: the test-mode quantized model traced to TorchScript.
+
+The fake-quant steps of ``nndct_lite.numerics`` are plain aten ops (multiply, round, compare,
+clamp), so the trace holds the exact test-mode arithmetic and needs neither nndct_lite nor a
+custom op to load: ``torch.jit.load(path)`` is enough. The trace runs on a batch-size-1 pass
+derived from the session's example input (decisions.md 9); no shape is baked in, so the module
+accepts any batch size and returns, bit for bit, what the test-mode model returns.
+
+The helpers ``batch1_example``, ``deploy_state`` and ``probe`` are shared with the ONNX exporter.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+from .._log import get_logger
+from ..errors import ExportError
+from ..graph.ir import Node
+from ..quant.modules import QuantOp
+from ..state.files import atomic_write_bytes
+
+__all__ = ["export_torch_script", "batch1_example", "deploy_state", "probe", "check_outputs",
+           "flatten_outputs"]
+
+log = get_logger("export")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def batch1_example(session, what: str) -> tuple[torch.Tensor, ...]:
+    """The session's example input cut to batch size 1 (first row of every tensor), on the
+    session's device. Exports trace this pass, whatever batch size the user ran."""
+    out = []
+    for i, a in enumerate(session.example):
+        if not isinstance(a, torch.Tensor):
+            raise ExportError(
+                f"{what} traces tensor inputs only; example input {i} is a "
+                f"{type(a).__name__}", where=f"input_args[{i}]",
+                hint="pass every forward input of the model as a tensor in input_args")
+        if a.dim() >= 1:
+            if a.shape[0] == 0:
+                raise ExportError(f"example input {i} has batch size 0; {what} needs one row",
+                                  where=f"input_args[{i}] of shape {tuple(a.shape)}",
+                                  hint="pass an example input with at least one row")
+            a = a[:1]
+        out.append(a.detach().to(session.device).clone())
+    return tuple(out)
+
+
+def _drop_weight_caches(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, QuantOp):
+            m.__dict__.pop("_wcache", None)
+
+
+@contextlib.contextmanager
+def deploy_state(session) -> Iterator[nn.Module]:
+    """The test-mode model prepared for tracing, restored afterwards whatever happens.
+
+    Inside: eval mode, autograd off (so no straight-through ``autograd.Function`` enters the
+    trace) and the session's forward counter left as it was (an export is not one of the
+    user's forwards). The cached quantized weights are put back on exit; ``probe`` drops them
+    before a trace, so the weight fake-quant is traced from the parameter instead of being
+    frozen as an untracked constant.
+    """
+    model = session.model
+    training = {m: m.training for m in model.modules()}
+    caches = {m: m.__dict__["_wcache"] for m in model.modules()
+              if isinstance(m, QuantOp) and "_wcache" in m.__dict__}
+    forwards = session.forwards
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        _drop_weight_caches(model)
+        for m, cache in caches.items():
+            m.__dict__["_wcache"] = cache
+        for m, flag in training.items():
+            m.training = flag
+        session.forwards = forwards
+
+
+def probe(session, model: nn.Module, example: tuple, what: str) -> Any:
+    """Run ``model`` (inside ``deploy_state``) on the batch-1 example, check that every output
+    is a tensor, and drop the weight caches the run filled. Returns the outputs."""
+    try:
+        out = model(*example)
+    except Exception as exc:
+        raise ExportError(f"the quantized {session.graph.model_name} fails on the batch-1 "
+                          f"example input: {type(exc).__name__}: {exc}", where=f"{what}",
+                          hint="check that the example input_args fit the model") from exc
+    check_outputs(session, out, what)
+    _drop_weight_caches(model)
+    return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
+
+
+def check_outputs(session, out: Any, what: str) -> None:
+    """Raise ExportError unless ``out`` is a tensor or a (nested) tuple/list/dict of tensors;
+    the error names the graph node that produced the offending value."""
+
+    def walk(value, ref, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            return
+        if isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                sub = ref[i] if isinstance(ref, (tuple, list)) and i < len(ref) else None
+                walk(v, sub, f"{path}[{i}]")
+            return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                sub = ref.get(k) if isinstance(ref, dict) else None
+                walk(v, sub, f"{path}[{k!r}]")
+            return
+        node = (f"node {ref.name}" if isinstance(ref, Node)
+                else "a literal in the model's return statement")
+        raise ExportError(
+            f"{what} needs tensor outputs, but output {path} of {session.graph.model_name} "
+            f"is a {_describe(value)}", where=f"{node}",
+            hint="return only tensors (or tuples/lists/dicts of tensors) from forward(); "
+                 "compute Python values such as shapes outside the model")
+
+    walk(out, session.graph.output, "output")
+
+
+def flatten_outputs(out: Any) -> list[torch.Tensor]:
+    """Output tensors in the order torch's exporters flatten them (dicts by value order)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flatten_outputs(v)]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    return []
+
+
+# ----------------------------------------------------------------------------- TorchScript
+def _python_ops(graph: torch._C.Graph) -> list[str]:
+    return sorted({n.pyname() for n in graph.nodes() if n.kind() == "prim::PythonOp"})
+
+
+def export_torch_script(session, output_dir: str | Path = "quantize_result",
+                        verbose: bool = False) -> torch.jit.ScriptModule:
+    """Trace the test-mode model and save ``<output_dir>/<Model>_int.pt`` (atomically).
+
+    Returns the traced ``ScriptModule``. ``verbose=True`` prints its inlined graph, as the
+    original does. Raises ``ExportError`` when the model cannot be traced or saved.
+    """
+    name = session.graph.model_name
+    path = Path(output_dir) / f"{name}_int.pt"
+    example = batch1_example(session, "export_torch_script()")
+    with deploy_state(session) as model:
+        probe(session, model, example, "export_torch_script()")
+        try:
+            with warnings.catch_warnings():
+                # tensors built inside nndct_lite's numerics (scales, per-channel multipliers)
+                # are constants by design; warnings from the user's own code still show
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                        module=r"nndct_lite\.")
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+                script = torch.jit.trace(model, example, check_trace=False, strict=False)
+        except Exception as exc:
+            raise ExportError(f"torch.jit.trace failed on the quantized {name}: "
+                              f"{type(exc).__name__}: {exc}", where=str(path),
+                              hint="the generated model must be traceable; see the traceback "
+                                   "for the op that failed") from exc
+    py_ops = _python_ops(script.inlined_graph)
+    if py_ops:
+        raise ExportError(f"the trace of {name} calls Python functions that TorchScript cannot "
+                          f"save: {', '.join(py_ops)}", where=str(path),
+                          hint="replace custom torch.autograd.Function calls in the model by "
+                               "torch ops, or keep those layers out of the exported model")
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            torch.jit.save(script, buf)
+    except Exception as exc:
+        raise ExportError(f"torch.jit.save failed: {type(exc).__name__}: {exc}", where=str(path),
+                          hint="see the traceback for the value TorchScript cannot serialise"
+                          ) from exc
+    atomic_write_bytes(path, buf.getvalue())
+    log.info("%s_int.pt is generated.(%s)", name, path)
+    if verbose:
+        print(script.inlined_graph)
+    return script
