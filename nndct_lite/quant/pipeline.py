@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
-from ..config import load_config, resolve
+from ..config import explain, load_config, resolve
 from ..config.resolve import NodeInfo
 from ..config.spec import QuantSpec, TargetDevice, TensorKind
 from ..errors import CalibrationError, QuantInfoError
@@ -237,21 +237,50 @@ def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
                 kinds.add(TensorKind.BIAS)
         if placement.is_carrier(n):
             kinds.add(TensorKind.ACTIVATION)
+            if n.kind is OpKind.INPUT:
+                kinds.add(TensorKind.INPUT)
         carrier = placement.output_quantizer_of(n) if n.is_tensor else None
+        reason = None
+        if n in placement.float_heads or placement.group_of.get(n) in placement.float_heads:
+            reason = "kept float by keep_first_last_layer_accuracy / keep_add_layer_accuracy"
+        elif n.kind is OpKind.OTHER:
+            reason = "not supported by the DPU: runs in float"
         infos.append(NodeInfo(name=n.name, layer_type=layer_type_of(n), kinds=frozenset(kinds),
-                              group=carrier.name if carrier is not None else None))
+                              group=carrier.name if carrier is not None else None,
+                              float_reason=reason))
     return infos
+
+
+def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
+    out = []
+    for node in graph.nodes:
+        mod = layer_of(model, node)
+        if getattr(mod, "post", None) is not None:
+            out.append(f"{node.name}: output x {float(mod.post(torch.ones(1))):.10g}")
+        elif getattr(mod, "replace", None) is not None or node.kind is OpKind.LEAKY_RELU:
+            out.append(f"{node.name}: {node.kind.value} replaced by its DPU form")
+    return out
+
+
+def _write_resolved(output_dir: Path, config, plan, rewrites: dict) -> None:
+    import json
+    from ..state.files import atomic_write_text
+    data = explain(config, plan)
+    data["graph_rewrites"] = rewrites
+    atomic_write_text(output_dir / "resolved_config.json",
+                      json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: Path,
             config_file, bitwidth, device: torch.device, target=None) -> QuantSession:
     config = load_config(config_file, bitwidth=bitwidth)
     graph, _ = capture(module, example)
+    rewrites: dict[str, list] = {}
     if config.include_cle or config.convert_relu6_to_relu:
-        relu6_to_relu(graph)
-    fold_batchnorm(graph)
+        rewrites["relu6_to_relu"] = relu6_to_relu(graph)
+    rewrites["batchnorm_folded"] = fold_batchnorm(graph)
     if config.include_cle:
-        cross_layer_equalize(graph)
+        rewrites["cross_layer_equalization_pairs"] = [list(p) for p in cross_layer_equalize(graph)]
     placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
     if placement.float_ops:
         log.warning("these ops are not supported by the DPU and stay float: %s",
@@ -263,9 +292,13 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
 
     output_dir.mkdir(parents=True, exist_ok=True)
     cls, path = write_and_import(graph, output_dir)
-    model = build_quant_model(cls, graph, placement, spec_of,
-                              dpu_approx=config.target_device is TargetDevice.DPU,
+    dpu_approx = config.target_device is TargetDevice.DPU
+    model = build_quant_model(cls, graph, placement, spec_of, dpu_approx=dpu_approx,
                               bias_correction=bool(config.include_bias_corr), device=device)
+    rewrites["dpu_approximations"] = _approximation_list(graph, model) if dpu_approx else []
+    rewrites["float_ops"] = [n.name for n in placement.float_ops]
+    rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)
+    _write_resolved(output_dir, config, plan, rewrites)
     model.train(module.training)
     session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
                            example, path)
