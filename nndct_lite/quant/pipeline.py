@@ -284,7 +284,8 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
     if placement.float_ops:
         log.warning("these ops are not supported by the DPU and stay float: %s",
-                    ", ".join(f"{n.name} ({n.target})" for n in placement.float_ops))
+                    ", ".join(f"{n.name} ({getattr(n.target, '__name__', n.target)})"
+                              for n in placement.float_ops))
     plan = resolve(config, _node_infos(graph, placement))
 
     def spec_of(node: Node, kind: TensorKind) -> QuantSpec:

@@ -162,7 +162,8 @@ class _Builder:
         elif not node.is_tensor or k in (OpKind.SIZE, OpKind.PYOP, OpKind.CONST):
             return
         if op is None:
-            op = XOp(name, f"custom_{node.kind.value}", inputs={"input": ins},
+            target = getattr(node.target, "__name__", str(node.target))
+            op = XOp(name, f"custom_{xir_name(str(target))}", inputs={"input": ins},
                      attrs={"shape": Attr.int32_vec(shape), "data_type": Attr.string("float32")})
             self.cpu_ops.append(node.name)
         op.output = XTensor(name, tuple(shape))
@@ -263,11 +264,16 @@ class _Builder:
                         "are placed in a CPU subgraph: %s", len(self.cpu_ops),
                         ", ".join(self.cpu_ops))
             cpu = {xir_name(n) for n in self.cpu_ops}
+            runs: list[tuple[str, list[str]]] = []
+            for op in ordered.ops:  # maximal runs in topological order: no cycles between children
+                dev = "CPU" if op.name in cpu else "DPU"
+                if runs and runs[-1][0] == dev:
+                    runs[-1][1].append(op.name)
+                else:
+                    runs.append((dev, [op.name]))
             ordered.root = XSubGraph("root", children=[
-                XSubGraph("subgraph_dpu", ops=[op.name for op in ordered.ops if op.name not in cpu],
-                          attrs={"device": Attr.string("DPU")}),
-                XSubGraph("subgraph_cpu", ops=[op.name for op in ordered.ops if op.name in cpu],
-                          attrs={"device": Attr.string("CPU")})])
+                XSubGraph(f"subgraph_{i}_{dev.lower()}", ops=names,
+                          attrs={"device": Attr.string(dev)}) for i, (dev, names) in enumerate(runs)])
         return ordered
 
 
@@ -288,7 +294,7 @@ def export_xmodel(session, output_dir="quantize_result", *, deploy_check: bool =
                           hint="use export_onnx_model() or export_torch_script() for CPU/GPU")
     graph = build_xgraph(session)
     path = Path(output_dir) / f"{session.graph.model_name}_int.xmodel"
-    write_xmodel(graph, path)
+    write_xmodel(graph, path, allow_unregistered=graph.root is not None)
     log.info("=>Successfully convert '%s' to xmodel.(%s)", session.graph.model_name, path)
     if deploy_check:
         from .deploy_check import dump_deploy_check
