@@ -25,21 +25,23 @@ Encoding of one point (vai_q_pytorch.md 3.3, docs/exports.md):
   test-mode weight bit for bit whatever the rounding mode (ONNX rounds half to even, the DPU's
   weights round half away from zero).
 
-Activations are quantized by onnxruntime with ONNX's half-to-even rounding; with the DPU rule
-(half toward +inf) ties land one step lower, which is the only difference from the test-mode
-model besides float summation order (docs/exports.md gives the measured agreement).
+Activations are quantized by onnxruntime with ONNX's half-to-even rounding; under the DPU rule
+(half toward +inf) a tie can land one step apart from the test-mode value, and the difference
+propagates through the following layers. Besides float summation order (float-scale targets)
+that is the only difference: docs/exports.md gives the measured agreement.
 """
 from __future__ import annotations
 
 import io
 import itertools
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..numerics.rounding import RoundMode
 
 from .. import __version__
 from .._log import get_logger
@@ -51,7 +53,7 @@ from ..quant.fake_quantizer import FakeQuantizer, apply_params
 from ..state.files import atomic_write_bytes
 from .torchscript import batch1_example, deploy_state, flatten_outputs, probe
 
-__all__ = ["export_onnx_model", "MIN_OPSET", "INT16_OPSET", "default_opset"]
+__all__ = ["export_onnx_model", "MIN_OPSET", "INT16_OPSET", "default_opset", "newest_opset"]
 
 log = get_logger("export")
 
@@ -101,11 +103,49 @@ class _Point:
 
     def emit(self, g, x):
         src = g.op("Constant", value_t=self.const) if self.const is not None else x
+        if self.const is None:
+            src = self._pre_round(g, src)
         s = g.op("Constant", value_t=_tensor(self.scale))
         attrs = {} if self.axis is None else {"axis_i": int(self.axis)}
         z = g.op("Constant", value_t=_tensor(self.zero_point))
         y = g.op("DequantizeLinear", g.op("QuantizeLinear", src, s, z, **attrs), s, z, **attrs)
         return self._clip(g, y)
+
+    def _pre_round(self, g, x):
+        """QuantizeLinear rounds half to even. For any other rounding mode, round exactly first
+        (``r = Round(y)`` plus the tie correction ``y - r == +-0.5``) and hand QuantizeLinear a
+        value already on the grid, so onnxruntime reproduces the test-mode rounding exactly."""
+        mode = self.quantizer.spec.round_mode
+        if mode is RoundMode.HALF_EVEN:
+            return x
+        if mode not in _TIE_FIX:
+            log.warning("%s rounds %s; the ONNX graph rounds it half to even", self.key,
+                        mode.value)
+            return x
+        inv = np.reciprocal(self.scale.astype(np.float32))
+        shape = None
+        if self.axis is not None:
+            shape = [1] * self.ndim
+            shape[self.axis % self.ndim] = -1
+        m = g.op("Constant", value_t=_tensor(inv if shape is None else inv.reshape(shape)))
+        back = g.op("Constant", value_t=_tensor(self.scale if shape is None
+                                                else self.scale.reshape(shape)))
+        y = g.op("Mul", x, m)
+        r = g.op("Round", y)
+        d = g.op("Sub", y, r)
+        half = g.op("Constant", value_t=torch.tensor(0.5, dtype=torch.float32))
+        neg_half = g.op("Constant", value_t=torch.tensor(-0.5, dtype=torch.float32))
+        zero = g.op("Constant", value_t=torch.tensor(0.0, dtype=torch.float32))
+        up_tie, down_tie = g.op("Equal", d, half), g.op("Equal", d, neg_half)
+        pos, neg = g.op("Greater", y, zero), g.op("Less", y, zero)
+        up = {RoundMode.HALF_UP: up_tie, RoundMode.STD_ROUND: g.op("And", up_tie, pos),
+              RoundMode.HALF_DOWN: g.op("And", up_tie, neg)}[mode]
+        down = {RoundMode.HALF_UP: None, RoundMode.STD_ROUND: g.op("And", down_tie, neg),
+                RoundMode.HALF_DOWN: g.op("And", down_tie, pos)}[mode]
+        r = g.op("Add", r, g.op("Cast", up, to_i=1))
+        if down is not None:
+            r = g.op("Sub", r, g.op("Cast", down, to_i=1))
+        return g.op("Mul", r, back)
 
     def _clip(self, g, y):
         if self.clip is None or self.const is not None:
@@ -121,6 +161,7 @@ class _Point:
         return g.op("Max", g.op("Min", y, hi_t), lo_t)
 
 
+_TIE_FIX = (RoundMode.HALF_UP, RoundMode.STD_ROUND, RoundMode.HALF_DOWN)
 _ACTIVE: dict[int, _Point] = {}
 _TOKENS = itertools.count()
 
@@ -132,10 +173,16 @@ class _QDQ(torch.autograd.Function):
     def forward(ctx, x, token):  # noqa: D401 - autograd signature
         p = _ACTIVE[token]
         q = p.quantizer
+        if x.dtype != torch.float32:
+            raise ExportError(f"{q.key} quantizes a {x.dtype} tensor; the Q/DQ export writes "
+                              "float32 scales and needs float32 tensors",
+                              where=f"quantizer {q.key}",
+                              hint="export the float32 model (model.float()) and float32 "
+                                   "example inputs")
         y = apply_params(x, q.params, q.spec)
         p.ndim = x.dim()
         if p.is_param:
-            p.const = y.detach().clone()
+            p.const = y.detach().cpu().clone()
         return y
 
     @staticmethod
@@ -166,6 +213,10 @@ def _plan(q: FakeQuantizer, opset: int) -> _Point:
         isinstance(p.fix_pos, tuple) or isinstance(p.scale, tuple)
         or isinstance(p.zero_point, tuple))
     axis = p.axis if per_channel else None
+    if per_channel is False and any(isinstance(v, tuple) for v in (p.fix_pos, p.scale)):
+        raise ExportError(f"{q.key} has per-channel parameters but no channel axis",
+                          where=f"quantizer {q.key}",
+                          hint="re-run calibration with this version of nndct_lite")
     if p.fix_pos is not None:
         fps = np.asarray(p.fix_pos, dtype=np.int64)
         if np.any(fps > 149) or np.any(fps < -127):
@@ -232,7 +283,7 @@ def _resolve_opset(session, opset_version, qs: list[FakeQuantizer]) -> int:
     if opset_version is None:
         opset_version = getattr(session.config, "onnx_opset_version", None)
         source = "config onnx_opset_version"
-    newest = onnx_newest()
+    newest = newest_opset()
     if opset_version is None:
         opset = default_opset()
         wide = [q.key for q in qs if _needs_int16(q)]
@@ -245,16 +296,24 @@ def _resolve_opset(session, opset_version, qs: list[FakeQuantizer]) -> int:
         raise ExportError(f"opset version must be an integer, got {opset_version!r}",
                           where=source, hint=f"pass e.g. opset_version={default_opset()}")
     if not MIN_OPSET <= opset_version <= newest:
-        raise ExportError(f"opset {opset_version} cannot hold the Q/DQ export: it needs opset "
-                          f"{MIN_OPSET} (per-channel QuantizeLinear) to {newest} (the newest "
-                          "this onnx package knows)", where=source,
+        raise ExportError(f"opset {opset_version} is out of range: the Q/DQ export supports "
+                          f"opsets {MIN_OPSET} (the first with per-channel QuantizeLinear) to "
+                          f"{newest} (the newest torch's exporter and the installed onnx both "
+                          "support)", where=source,
                           hint=f"pass opset_version={default_opset()} or leave it unset")
     return opset_version
 
 
-def onnx_newest() -> int:
+def newest_opset() -> int:
+    """The newest opset both torch's exporter and the installed onnx package support."""
     import onnx
-    return int(onnx.defs.onnx_opset_version())
+    newest = int(onnx.defs.onnx_opset_version())
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+        newest = min(newest, int(ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):  # pragma: no cover - other torch layouts
+        pass
+    return newest
 
 
 # ----------------------------------------------------------------------------- export
@@ -288,6 +347,16 @@ def _names(session, n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]
     return ins, [f"output_{i}" for i in range(n_outputs)]
 
 
+def _export_error_in(exc: BaseException) -> ExportError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ExportError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def export_onnx_model(session, output_dir: str | Path = "quantize_result",
                       dynamic_batch: bool = False, opset_version: int | None = None) -> Path:
     """Export ``<output_dir>/<Model>_int.onnx`` (atomically) and return its path.
@@ -306,6 +375,11 @@ def export_onnx_model(session, output_dir: str | Path = "quantize_result",
     qs = _calibrated(session)
     opset = _resolve_opset(session, opset_version, qs)
     points = [_plan(q, opset) for q in qs]
+    if opset >= INT16_OPSET and any(p.container[0] == "int8" and not p.is_param for p in points):
+        log.warning("opset %d with int8 Q/DQ: onnxruntime (seen up to 1.32) fails to load such "
+                    "models with its default optimizations (microsoft/onnxruntime#25526); load "
+                    "with InferenceSession(path, disabled_optimizers=['QDQPropagationTransformer'])"
+                    " or export with opset 20", opset)
     with deploy_state(session) as model:
         out = probe(session, model, example, "export_onnx_model()")
         in_names, out_names = _names(session, len(example), len(flatten_outputs(out)))
@@ -317,7 +391,12 @@ def export_onnx_model(session, output_dir: str | Path = "quantize_result",
         buf = io.BytesIO()
         try:
             with _Swapped(points), warnings.catch_warnings():
+                # torch's own deprecation notices about its exporter, not the user's code
                 warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX")
+                warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                        module=r"torch\.onnx")
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
+                warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1")
                 warnings.filterwarnings("ignore", message=r".*opset version \d+ is not supported")
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
                                         module=r"nndct_lite\.")
@@ -328,6 +407,9 @@ def export_onnx_model(session, output_dir: str | Path = "quantize_result",
         except ExportError:
             raise
         except Exception as exc:
+            inner = _export_error_in(exc)
+            if inner is not None:  # ours, raised inside the trace and wrapped by torch
+                raise inner from exc
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}",
                               where=f"{path} (opset {opset})",
                               hint="see torch's reason above; an op without an ONNX symbolic "

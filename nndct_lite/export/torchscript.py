@@ -101,9 +101,11 @@ def probe(session, model: nn.Module, example: tuple, what: str) -> Any:
 
 
 def _describe(value: Any) -> str:
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
     if isinstance(value, (bool, int, float, str)) or value is None:
-        return f"{type(value).__name__} {value!r}"
-    return type(value).__name__
+        return f"{article} {kind} ({value!r})"
+    return f"{article} {kind}"
 
 
 def check_outputs(session, out: Any, what: str) -> None:
@@ -126,8 +128,8 @@ def check_outputs(session, out: Any, what: str) -> None:
         node = (f"node {ref.name}" if isinstance(ref, Node)
                 else "a literal in the model's return statement")
         raise ExportError(
-            f"{what} needs tensor outputs, but output {path} of {session.graph.model_name} "
-            f"is a {_describe(value)}", where=f"{node}",
+            f"{what} needs tensor outputs, but {path} of {session.graph.model_name} is "
+            f"{_describe(value)}", where=node,
             hint="return only tensors (or tuples/lists/dicts of tensors) from forward(); "
                  "compute Python values such as shapes outside the model")
 
