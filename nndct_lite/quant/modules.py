@@ -120,14 +120,17 @@ class _ParamLayer(QuantOp):
         wq = self._modules.get("weight_q")
         if wq is None or self.qmode is QuantMode.FLOAT:
             return self.weight
-        key = (self.qmode, self.weight._version, id(self.weight), wq.params)
+        if self.weight.requires_grad and torch.is_grad_enabled():
+            return wq(self.weight)            # training (fast finetune): never cached
+        key = (self.qmode, self.weight._version, id(self.weight), wq.params, wq.spec)
         cache = self.__dict__.get("_wcache")
-        if cache is None or cache[0] != key or self.weight.requires_grad and torch.is_grad_enabled():
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        with torch.no_grad():
             value = wq(self.weight)
-            key = (self.qmode, self.weight._version, id(self.weight), wq.params)
-            self.__dict__["_wcache"] = (key, value)
-            return value
-        return cache[1]
+        key = (self.qmode, self.weight._version, id(self.weight), wq.params, wq.spec)
+        self.__dict__["_wcache"] = (key, value)
+        return value
 
     def _qbias(self):
         bq = self._modules.get("bias_q")
