@@ -1,11 +1,11 @@
 """``make_observer``: the calibration method of one quantization point, from its ``QuantSpec``.
 
-| scale_type | method                      | observer                                  |
-|------------|-----------------------------|-------------------------------------------|
-| poweroftwo | diffs                       | ``Pof2Observer``, scope 5 (1 for the model input) |
-| poweroftwo | maxmin                      | ``Pof2Observer``, scope 1 (DPU target: diffs, see below) |
-| float      | maxmin                      | ``MinMaxObserver`` (per-tensor or per-channel) |
-| float      | percentile / mse / entropy  | ``HistogramObserver`` (per-tensor, symmetric) |
+| scale_type | method                     | observer                                          |
+|------------|----------------------------|---------------------------------------------------|
+| poweroftwo | diffs                      | ``Pof2Observer``, scope 5 (1 for the model input) |
+| poweroftwo | maxmin                     | ``Pof2Observer``, scope 1 (DPU target: diffs)     |
+| float      | maxmin                     | ``MinMaxObserver`` (per-tensor or per-channel)    |
+| float      | percentile / mse / entropy | ``HistogramObserver`` (per-tensor, symmetric)     |
 
 ``target`` says which quantizer is reproduced: ``TargetDevice.DPU`` ignores the configured
 ``method`` for power-of-two tensors (the DPU path always runs the diffs search; numerics.md 4.1)

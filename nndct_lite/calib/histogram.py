@@ -49,13 +49,12 @@ _HISTOGRAM_METHODS = (CalibMethod.PERCENTILE, CalibMethod.MSE, CalibMethod.ENTRO
 
 
 def batch_histogram(a: torch.Tensor, hi: float, bins: int = HIST_BINS) -> torch.Tensor:
-    """float64 counts of ``a`` (finite) in ``bins`` bins over ``[0, hi]``, ``torch.histc`` rules.
-
-    Stays on ``a``'s device.
+    """float64 counts of ``a`` (finite, inside ``[0, hi]``) in ``bins`` bins over ``[0, hi]``:
+    ``torch.histc`` itself, on chunks of ``HISTC_CHUNK`` elements whose float32 counts are exact,
+    added up in float64. Stays on ``a``'s device.
     """
-    flat = a.reshape(-1)
     out = torch.zeros(bins, dtype=torch.float64, device=a.device)
-    for chunk in flat.split(HISTC_CHUNK):
+    for chunk in a.reshape(-1).split(HISTC_CHUNK):
         out += torch.histc(chunk, bins=bins, min=0.0, max=hi).to(torch.float64)
     return out
 

@@ -88,7 +88,7 @@ class MinMaxObserver(Observer):
 
     def _extremes(self, x: torch.Tensor):
         x2 = rows(x, self.axis)
-        mn, mx = torch.aminmax(x2, dim=1)
+        mn, mx = x2.amin(dim=1), x2.amax(dim=1)  # aminmax(dim=) is ~20x slower on CPU
         lo, hi = torch.stack([mn, mx]).tolist()
         if all(map(math.isfinite, lo + hi)):
             return lo, hi

@@ -139,9 +139,9 @@ class ScaleHistory:
         return tuple(out_s), tuple(out_z), tuple(out_f)
 
     def state(self) -> dict[str, torch.Tensor]:
-        c = len(self.scales[0]) if self.scales else 0
-        return {"scales": torch.tensor(self.scales, dtype=torch.float64).reshape(-1, c),
-                "zero_points": torch.tensor(self.zero_points, dtype=torch.int64).reshape(-1, c)}
+        b, c = len(self.scales), len(self.scales[0]) if self.scales else 0
+        return {"scales": torch.tensor(self.scales, dtype=torch.float64).reshape(b, c),
+                "zero_points": torch.tensor(self.zero_points, dtype=torch.int64).reshape(b, c)}
 
     def load(self, state: dict) -> None:
         self.scales = [tuple(r) for r in torch.as_tensor(state["scales"]).tolist()]

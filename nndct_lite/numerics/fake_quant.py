@@ -102,6 +102,8 @@ def _inv_scale(scale, like: torch.Tensor, axis: int | None):
 def _zp(zero_point, like: torch.Tensor, axis: int | None):
     if axis is None:
         return int(zero_point)
+    if isinstance(zero_point, (list, tuple)) and not any(zero_point):
+        return 0  # all-zero per-channel zero points: scalar bounds, no broadcast clamp
     z = torch.as_tensor(zero_point, device=like.device).to(_widen(like).dtype)
     return channel_view(z, like.dim(), axis)
 

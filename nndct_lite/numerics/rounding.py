@@ -113,13 +113,15 @@ def round_tensor(y: torch.Tensor, mode: RoundMode) -> torch.Tensor:
 def scaled_round(x: torch.Tensor, mult, mode: RoundMode) -> torch.Tensor:
     """``round_tensor(x * mult, mode)`` in one fresh tensor, for results that get clamped.
 
-    ``mult`` is a Python number or a tensor broadcastable to ``x``; ``x * mult`` is formed once,
-    with a multiplication. Bit-exact wherever ``2 * x * mult`` is finite; where it overflows the
-    value is +-inf instead of a huge integer, which any later clamp to a bit-width range maps to
-    the same code. Half-precision inputs are not widened here (the callers do that).
+    ``mult`` (> 0) is a Python number or a tensor broadcastable to ``x``; ``x * mult`` is formed
+    once, with a multiplication. Bit-exact wherever ``2 * x * mult`` is finite; where it overflows
+    the value is +-inf instead of a huge integer, which any later clamp to a bit-width range maps
+    to the same code. Half-precision inputs are not widened here (the callers do that).
     """
     if mode is RoundMode.HALF_EVEN:
         return torch.mul(x, mult).round_()
+    if isinstance(mult, (int, float)) and abs(mult) >= 2.0 ** 100:
+        return round_tensor(torch.mul(x, mult), mode)  # 2 * mult would overflow float32
     if mode is RoundMode.FLOOR:
         return torch.mul(x, mult).floor_()
     if mode is RoundMode.CEIL:

@@ -120,7 +120,8 @@ def _approximations(mod: nn.Module, node: Node) -> bool:
 
 
 def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: SpecOf, *,
-                      dpu_approx: bool, bias_correction: bool, device: torch.device) -> nn.Module:
+                      dpu_approx: bool, bias_correction: bool, device: torch.device,
+                      target=None) -> nn.Module:
     """Instantiate the generated class, load the (folded) parameters, attach quantizers."""
     model = cls()
     prefix = graph.model_name + "::"
@@ -131,16 +132,17 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
         keep_output = _approximations(mod, node) if dpu_approx else True
         if placement.is_carrier(node) and keep_output:
             role = Role.MODEL_INPUT if node.kind is OpKind.INPUT else Role.ACTIVATION
-            mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role)
+            mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role,
+                                      target=target)
         if node.kind in CONV_LIKE and node in placement.group_of \
                 and placement.group_of[node] not in placement.float_heads:
             ws = spec_of(node, TensorKind.WEIGHTS)
             mod.weight_q = FakeQuantizer(prefix + node.param_names["weight"], ws, Role.PARAM,
-                                         _weight_axis(node) if ws.per_channel else None)
+                                         _weight_axis(node) if ws.per_channel else None, target)
             if "bias" in node.params:
                 bs = spec_of(node, TensorKind.BIAS)
                 mod.bias_q = FakeQuantizer(prefix + node.param_names["bias"], bs, Role.PARAM,
-                                           0 if bs.per_channel else None)
+                                           0 if bs.per_channel else None, target)
                 if bias_correction:
                     mod.bias_corrector = BiasCorrector()
     return model.to(device)

@@ -34,9 +34,11 @@ def apply_params(x: torch.Tensor, params: QuantParams | None, spec: QuantSpec) -
 class FakeQuantizer(nn.Module):
     """Quantization point ``key`` (a node name, or a parameter name)."""
 
-    def __init__(self, key: str, spec: QuantSpec, role: Role, axis: int | None = None):
+    def __init__(self, key: str, spec: QuantSpec, role: Role, axis: int | None = None,
+                 target=None):
         super().__init__()
         self.key = key
+        self.target = target
         self.spec = spec
         self.role = role
         self.axis = axis
@@ -49,7 +51,8 @@ class FakeQuantizer(nn.Module):
     def set_mode(self, mode: QuantMode) -> None:
         self.mode = mode
         if mode is QuantMode.CALIB and self.observer is None and not self.keep_params:
-            self.observer = make_observer(self.spec, role=self.role, axis=self.axis)
+            self.observer = make_observer(self.spec, role=self.role, axis=self.axis,
+                                          target=self.target, name=self.key)
 
     def observe(self, x: torch.Tensor) -> None:
         if self.keep_params:

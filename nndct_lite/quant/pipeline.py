@@ -295,7 +295,8 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     cls, path = write_and_import(graph, output_dir)
     dpu_approx = config.target_device is TargetDevice.DPU
     model = build_quant_model(cls, graph, placement, spec_of, dpu_approx=dpu_approx,
-                              bias_correction=bool(config.include_bias_corr), device=device)
+                              bias_correction=bool(config.include_bias_corr), device=device,
+                              target=config.target_device)
     rewrites["dpu_approximations"] = _approximation_list(graph, model) if dpu_approx else []
     rewrites["float_ops"] = [n.name for n in placement.float_ops]
     rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)

@@ -87,3 +87,11 @@ def test_overflowing_inverse_step():
 
 def test_scale_of_fix_pos():
     assert scale_of_fix_pos(7) == 1 / 128 and scale_of_fix_pos(-1) == 2.0
+
+
+def test_raw_positions_of_t5_to_t7():
+    assert fix_pos_from_range(-0.7, 1.9, 8) == 6            # T5: fp0 (the search keeps 6)
+    assert fix_pos_from_range(0.0, 1.0, 8) == 6             # T6: fp0 of [1.0, 0.01, 0.07]
+    assert fix_pos_from_range(-0.0004, 0.001, 8) == 16      # T7: raw 16, capped to 12
+    assert fix_pos_from_range(0.0, 0.0, 8) == 18            # T7: zero tensor, capped to 12
+    assert min(fix_pos_from_range(-0.0004, 0.001, 8), max_fix_pos(8)) == 12
