@@ -34,10 +34,39 @@ def _device(device) -> torch.device:
         log.warning("[QUANTIZER_TORCH_CUDA_UNAVAILABLE] CUDA is not available, change device "
                     "to CPU")
         return torch.device("cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise InputError(f"device {str(dev)!r} does not exist: this machine has {n} CUDA "
+                         "device(s)", where="device=",
+                         hint=f"use 'cuda' or one of 'cuda:0' ... 'cuda:{n - 1}', or 'cpu'")
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device {str(dev)!r} is not supported", where="device=",
                          hint="use 'cpu' or 'cuda'")
     return dev
+
+
+def _load_state_dict_file(module: nn.Module, path) -> None:
+    from .state.files import safe_torch_load
+    where = f"state_dict_file={os.fspath(path)!r}"
+    if not Path(path).is_file():
+        raise InputError("state_dict_file does not exist", where=where,
+                         hint="check the path, or load the weights into the model yourself and "
+                              "leave state_dict_file out")
+    try:
+        sd = safe_torch_load(path, "state_dict_file")
+    except QuantInfoError as exc:
+        raise InputError(exc.message, where=where,
+                         hint="save it with torch.save(model.state_dict(), path); files holding "
+                              "pickled Python objects are refused (weights_only=True)") from exc
+    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    try:
+        module.load_state_dict(sd)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines()][:3]
+        raise InputError("state_dict_file does not fit the model: " + " ".join(lines),
+                         where=where,
+                         hint=f"pass a state dict saved from {type(module).__name__}, or none"
+                         ) from exc
 
 
 class torch_quantizer:  # noqa: N801 - the original's name
@@ -77,9 +106,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
         self.device = _device(device)
         self.output_dir = Path(output_dir)
         if state_dict_file is not None:
-            from .state.files import safe_torch_load
-            sd = safe_torch_load(state_dict_file, "state_dict_file")
-            module.load_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd)
+            _load_state_dict_file(module, state_dict_file)
         self._float_module = module.to(self.device)
         example = input_args if isinstance(input_args, tuple) else (input_args,)
         self._example = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a

@@ -93,19 +93,8 @@ def write_resolved_config(path: str | os.PathLike, config: QuantConfig,
         target = target / RESOLVED_CONFIG_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     text = _dumps(explain(config, plan))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ..state.files import atomic_write_text
+    atomic_write_text(target, text)
     return target
 
 

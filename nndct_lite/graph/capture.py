@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import os
 import traceback
 from typing import Any
 
@@ -16,6 +17,9 @@ from .ir import Graph, Node
 from .ops import OpKind, kind_of_function, kind_of_method, kind_of_module
 
 __all__ = ["capture"]
+
+_NOT_USER = (os.path.dirname(os.path.realpath(torch.__file__)) + os.sep,
+             os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
 
 log = get_logger("graph")
 
@@ -41,6 +45,13 @@ class _ScopeTracer(fx.Tracer):
         self._paths.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            if not hasattr(exc, "_nndct_scope"):     # the innermost module names the failure
+                try:
+                    exc._nndct_scope = self._scopes[-1]
+                except AttributeError:
+                    pass
+            raise
         finally:
             self._scopes.pop()
             self._paths.pop()
@@ -58,7 +69,7 @@ class _ScopeTracer(fx.Tracer):
 def _user_frame(exc: BaseException) -> str:
     """The innermost traceback frame outside torch: the user's file and line."""
     frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "/torch/" not in f.filename and "nndct_lite" not in f.filename]
+    user = [f for f in frames if not os.path.realpath(f.filename).startswith(_NOT_USER)]
     if not user:
         return "unknown location"
     f = user[-1]
@@ -72,7 +83,8 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     except Exception as exc:  # fx raises many kinds; report where it happened
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}",
-            where=f"module {tracer.current_scope}, at {_user_frame(exc)}",
+            where=f"module {getattr(exc, '_nndct_scope', tracer.current_scope)}, "
+                  f"at {_user_frame(exc)}",
             hint="the quantizer needs a forward() without data-dependent Python control flow; "
                  "move pre/post-processing out of the model or make the branch depend on "
                  "attributes, not on tensor values") from exc

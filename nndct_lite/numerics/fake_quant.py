@@ -26,6 +26,7 @@ __all__ = [
 
 _MIN_NORMAL = sys.float_info.min
 _TINY_SCALE = 2.0 ** -18
+_MIN_F32_SCALE = 1.0 / float(np.finfo(np.float32).max)   # below it 1/scale overflows float32
 _NARROW = (torch.float16, torch.bfloat16)
 
 
@@ -77,7 +78,17 @@ def fake_quantize_pof2(x: torch.Tensor, fp, qmin: int, qmax: int, mode: RoundMod
         q.mul_(math.ldexp(1.0, -int(fp)))
     else:
         q.mul_(pof2_multiplier(-torch.as_tensor(fp), xw, axis))
+    _saturate(q, fp, qmin, qmax)
     return q.to(x.dtype)
+
+
+def _saturate(values: torch.Tensor, fp, qmin: int, qmax: int) -> None:
+    """A code times 2^-fp beyond the dtype's range (only for fp < bit_width - 128 in float32,
+    i.e. |x| near FLT_MAX) saturates to +-max instead of becoming +-inf."""
+    lowest = min(fp) if isinstance(fp, (tuple, list)) else int(fp)
+    big = torch.finfo(values.dtype).max
+    if math.ldexp(max(-qmin, qmax), -lowest) > big:
+        values.clamp_(-big, big)
 
 
 def _inv_scale(scale, like: torch.Tensor, axis: int | None):
@@ -86,7 +97,7 @@ def _inv_scale(scale, like: torch.Tensor, axis: int | None):
     work = _widen(like).dtype
     if axis is None:
         s = float(scale)
-        if s <= _MIN_NORMAL:
+        if s <= _MIN_NORMAL or (work != torch.float64 and s < _MIN_F32_SCALE):
             s = _TINY_SCALE
         if work == torch.float64:
             inv = 1.0 / s
@@ -94,7 +105,8 @@ def _inv_scale(scale, like: torch.Tensor, axis: int | None):
         inv32 = np.float32(1.0 / s)
         return float(inv32), float(np.float32(1.0) / inv32)
     s = torch.as_tensor(scale, dtype=torch.float64, device=like.device)
-    s = torch.where(s <= _MIN_NORMAL, torch.full_like(s, _TINY_SCALE), s)
+    tiny = _MIN_NORMAL if work == torch.float64 else _MIN_F32_SCALE
+    s = torch.where(s <= tiny, torch.full_like(s, _TINY_SCALE), s)
     inv = (1.0 / s).to(work)
     return channel_view(inv, like.dim(), axis), channel_view(torch.reciprocal(inv), like.dim(), axis)
 

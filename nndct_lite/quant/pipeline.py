@@ -22,7 +22,10 @@ from ..graph.ir import Graph, Node
 from ..graph.ops import CONV_LIKE, OpKind
 from ..graph.passes.fold_bn import fold_batchnorm
 from ..graph.passes.relu6 import relu6_to_relu
-from ..state.files import atomic_torch_save, safe_torch_load
+import hashlib
+import io
+
+from ..state.files import atomic_torch_save, atomic_write_bytes, safe_torch_load, torch_bytes
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, read_quant_info, write_quant_info
 from .adjust import adjust_fix_positions
@@ -92,6 +95,15 @@ class QuantSession:
                 hint="forward quantizer.quant_model over your calibration data before calling "
                      "export_quant_config()")
         self._report_nonfinite()
+        dead = [q.key for q in quantizers(self.model).values()
+                if q.nonfinite_batches and (q.params is None or not q.params.is_set)]
+        if dead:
+            raise CalibrationError(
+                f"{len(dead)} tensor(s) saw only NaN/Inf during calibration, first {dead[0]}: "
+                "no scale can be computed for them", where=f"node {dead[0]}",
+                code="QUANTIZER_TORCH_TENSOR_VALUE_INVALID",
+                hint="check the calibration data and the float model on it; these nodes never "
+                     "produced a finite value")
         params, outputs = self.collect()
         merged = {**params, **outputs}
         if self._is_dpu():
@@ -102,8 +114,10 @@ class QuantSession:
                          bias_corrected=bool(self.config.include_bias_corr),
                          graph_md5=graph_md5(self.graph))
         if self.config.include_bias_corr:
-            atomic_torch_save(self.bias_corrections(), self.output_dir / BIAS_CORR_FILE)
-        path = write_quant_info(self.output_dir, info)
+            data = torch_bytes(self.bias_corrections())
+            atomic_write_bytes(self.output_dir / BIAS_CORR_FILE, data)
+            info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()
+        path = write_quant_info(self.output_dir, info)   # last: it commits the set of files
         log.info("=>Exporting quant config.(%s)", path)
         return path
 
@@ -163,6 +177,16 @@ class QuantSession:
                 q.params = QuantParams(entry.bit_width, scale=entry.scale,
                                        zero_point=entry.zero_point, float_max=entry.float_max,
                                        axis=q.axis)
+        if not info.version.startswith("3."):
+            keys = set(quantizers(self.model))
+            extra = [k for k in (*info.param, *info.output) if k not in keys]
+            if extra:
+                raise QuantInfoError(
+                    f"quant_info.json has entries for {len(extra)} node(s) this model does not "
+                    f"have, first {extra[0]}: it was calibrated on another version of the model",
+                    where=f"{path}, node {extra[0]}",
+                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                    hint="re-run calibration with this model")
         if info.graph_md5 and info.graph_md5 != graph_md5(self.graph) \
                 and not info.version.startswith("3."):
             raise QuantInfoError("quant_info.json was calibrated on a graph with a different "
@@ -171,10 +195,16 @@ class QuantSession:
                                  hint="re-run calibration with this model")
         self.fast_finetuned = info.fast_finetuned
         if self.config.include_bias_corr:
-            self._load_bias_corrections()
+            self._load_bias_corrections(info.bias_corr_sha256)
 
-    def _load_bias_corrections(self) -> None:
+    def _load_bias_corrections(self, sha256: str = "") -> None:
         path = self.output_dir / BIAS_CORR_FILE
+        if sha256 and path.is_file() and \
+                hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise QuantInfoError(
+                "bias_corr.pth does not match quant_info.json (sha256 differs): it is corrupted, "
+                "or comes from another calibration (e.g. an interrupted export_quant_config())",
+                where=str(path), hint="re-run calibration")
         data = safe_torch_load(path, "bias correction result")
         if not isinstance(data, dict):
             raise QuantInfoError("bias_corr.pth must hold a dict {node name: corrections}",
@@ -194,11 +224,17 @@ class QuantSession:
                     code="QUANTIZER_TORCH_BIAS_CORRECTION",
                     hint="calibrate and test with the same model and include_bias_corr setting")
             if corr is not None:
-                t = torch.as_tensor(corr, dtype=mod.bias.dtype, device=mod.bias.device)
+                try:
+                    t = torch.as_tensor(corr, dtype=mod.bias.dtype, device=mod.bias.device)
+                except (TypeError, ValueError, RuntimeError) as exc:
+                    raise QuantInfoError(f"bias correction of {node.name} is not a list of "
+                                         f"numbers ({exc})", where=f"{path}, node {node.name}",
+                                         hint="re-run calibration to rewrite it") from exc
                 if t.shape != mod.bias.shape:
                     raise QuantInfoError(f"bias correction of {node.name} has {t.numel()} "
                                          f"values, the layer has {mod.bias.numel()} channels",
-                                         where=f"{path}, node {node.name}")
+                                         where=f"{path}, node {node.name}",
+                                         hint="calibrate and test with the same model")
                 mod.bias_correction = t
 
     def load_ft_param(self) -> None:
@@ -210,11 +246,19 @@ class QuantSession:
                                  hint="call quantizer.fast_finetune(...) in calib mode first, "
                                       "or drop load_ft_param()")
         sd = safe_torch_load(path, "fast finetune parameter")
+        if not isinstance(sd, dict):
+            raise QuantInfoError("param.pth must hold a state dict", where=str(path),
+                                 hint="re-run fast finetune with this model")
         try:
-            self.model.load_state_dict(sd, strict=False)
+            result = self.model.load_state_dict(sd, strict=False)
         except RuntimeError as exc:
             raise QuantInfoError(f"param.pth does not fit this model: {exc}", where=str(path),
                                  hint="re-run fast finetune with this model") from exc
+        if result.unexpected_keys:
+            raise QuantInfoError(
+                f"param.pth does not fit this model: {len(result.unexpected_keys)} unknown "
+                f"key(s), e.g. {result.unexpected_keys[:3]}", where=str(path),
+                hint="re-run fast finetune with this model")
 
 
 def _float_nodes(graph: Graph, config) -> frozenset:

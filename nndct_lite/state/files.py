@@ -3,12 +3,25 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "safe_torch_load"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "safe_torch_load",
+           "torch_bytes"]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, else what a plain open() would give (0666 & ~umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -16,6 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -32,10 +46,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+def torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    return atomic_write_bytes(path, torch_bytes(obj))
 
 
 def safe_torch_load(path: str | os.PathLike, what: str):

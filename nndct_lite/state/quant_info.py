@@ -39,6 +39,7 @@ class QuantInfo:
     bias_corrected: bool = False
     version: str = VERSION
     graph_md5: str = ""
+    bias_corr_sha256: str = ""
 
 
 def _entry(p: QuantParams | None, bw: int):
@@ -51,10 +52,36 @@ def _entry(p: QuantParams | None, bw: int):
     return [p.bit_width, as_list(p.scale), as_list(p.zero_point), as_list(p.float_max)]
 
 
+_HINT = "re-run calibration (quant_mode='calib', then export_quant_config()) to rewrite it"
+_ENTRY = "expected [[bit_width, fix_pos]] or [[bit_width, scale, zero_point, float_max]]"
+
+
 def _params(entry, where: str) -> QuantParams:
-    if not isinstance(entry, list) or not entry or not isinstance(entry[0], int):
-        raise QuantInfoError(f"malformed entry {entry!r}", where=where,
-                             hint="re-run calibration to rewrite quant_info.json")
+    try:
+        return _parse_params(entry, where)
+    except QuantInfoError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise QuantInfoError(f"malformed entry {_short(entry)} ({exc}); {_ENTRY}", where=where,
+                             hint=_HINT) from exc
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first(v, where: str):
+    if isinstance(v, list) and v:
+        return v[0]
+    raise QuantInfoError(f"malformed entry {_short(v)}; {_ENTRY}", where=where, hint=_HINT)
+
+
+def _parse_params(entry, where: str) -> QuantParams:
+    if not isinstance(entry, list) or not entry or not isinstance(entry[0], int) \
+            or isinstance(entry[0], bool):
+        raise QuantInfoError(f"malformed entry {_short(entry)}; {_ENTRY}", where=where,
+                             hint=_HINT)
     bw = entry[0]
     if len(entry) == 2:
         fp = entry[1]
@@ -63,7 +90,11 @@ def _params(entry, where: str) -> QuantParams:
         if isinstance(fp, list):
             return QuantParams(bw, fix_pos=tuple(int(v) for v in fp), axis=0)
         if isinstance(fp, bool) or not isinstance(fp, int):
-            raise QuantInfoError(f"fix position must be an integer, got {fp!r}", where=where)
+            raise QuantInfoError(f"fix position must be an integer, got {fp!r}", where=where,
+                                 hint=_HINT)
+        if not -127 <= fp <= 127:
+            raise QuantInfoError(f"fix position {fp} is outside [-127, 127]: 2^{-fp} is no "
+                                 "float32 step", where=where, hint=_HINT)
         return QuantParams(bw, fix_pos=fp)
     if len(entry) == 4:
         scale, zp, fmax = entry[1:]
@@ -71,7 +102,8 @@ def _params(entry, where: str) -> QuantParams:
             return QuantParams(bw, scale=tuple(scale), zero_point=tuple(int(z) for z in zp),
                                float_max=tuple(fmax), axis=0)
         return QuantParams(bw, scale=float(scale), zero_point=int(zp), float_max=float(fmax))
-    raise QuantInfoError(f"entry {entry!r} has {len(entry)} values; expected 2 or 4", where=where)
+    raise QuantInfoError(f"entry {entry!r} has {len(entry)} values; expected 2 or 4", where=where,
+                         hint=_HINT)
 
 
 def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
@@ -84,6 +116,8 @@ def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
         "version": info.version,
         "graph_md5": info.graph_md5,
     }
+    if info.bias_corr_sha256:
+        doc["bias_corr_sha256"] = info.bias_corr_sha256
     text = json.dumps(doc, indent=2) + "\n"
     return atomic_write_text(Path(output_dir) / FILE, text)
 
@@ -105,16 +139,18 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
                                             for k in ("param", "output", "input")):
         raise QuantInfoError("quant_info.json must be an object with 'param', 'output' and "
-                             "'input' objects", where=str(path))
+                             "'input' objects", where=str(path), hint=_HINT)
     by_norm = {n.normalized: n.name for n in graph.nodes}
     info = QuantInfo(fast_finetuned=bool(doc.get("fast_finetuned", False)),
                      bias_corrected=bool(doc.get("bias_corrected", False)),
-                     version=str(doc.get("version", "")), graph_md5=str(doc.get("graph_md5", "")))
-    info.param = {k: _params(v[0] if v else v, f"{path}: /param/{k}")
+                     version=str(doc.get("version", "")), graph_md5=str(doc.get("graph_md5", "")),
+                     bias_corr_sha256=str(doc.get("bias_corr_sha256", "")))
+    info.param = {k: _params(_first(v, f"{path}: /param/{k}"), f"{path}: /param/{k}")
                   for k, v in doc.get("param", {}).items()}
     for section in ("output", "input"):
         entries = {}
         for k, v in doc.get(section, {}).items():
-            entries[by_norm.get(k, k)] = _params(v[0] if v else v, f"{path}: /{section}/{k}")
+            w = f"{path}: /{section}/{k}"
+            entries[by_norm.get(k, k)] = _params(_first(v, w), w)
         setattr(info, section, entries)
     return info

@@ -131,19 +131,6 @@ def write_xmodel(graph: XGraph, path: str | os.PathLike, *, validate: bool = Tru
     Returns the path. Nothing is written when validation fails."""
     data = serialize(graph, validate=validate, include_op_defs=include_op_defs,
                      allow_unregistered=allow_unregistered)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ...state.files import atomic_write_bytes
+    path = atomic_write_bytes(path, data)
     return path

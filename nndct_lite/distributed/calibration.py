@@ -1,0 +1,114 @@
+"""Calibration step by step across ranks (the semantics: docs/scaling.md, "What you get").
+
+After every forward of the quantized model in calib mode, each rank contributes what it observed
+in that forward (observer statistics, bias-correction measurements) and every rank folds all
+contributions in, in rank order. ``finalize()`` lets ranks with fewer batches keep answering
+until every rank is done (uneven shards), so it returns only when all ranks hold the merged
+statistics of every batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..calib import Role
+from ..graph.ops import CONV_LIKE
+from ..quant.build import layer_of, quantizers
+from ..state.modes import QuantMode
+from .steps import StepBiasCorrector, StepObserver
+
+__all__ = ["CalibrationSync", "pack_state", "unpack_state"]
+
+
+def pack_state(state: dict) -> dict:
+    """An observer state with its tensors as numpy arrays (compact, exact to pickle)."""
+    return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+            for k, v in state.items()}
+
+
+def unpack_state(state: dict) -> dict:
+    return {k: torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray) else v
+            for k, v in state.items()}
+
+
+class CalibrationSync:
+    """The calibration half of ``session.dist``; subclasses decide how a step is exchanged."""
+
+    def __init__(self, session, world):
+        self.session = session
+        self.world = world
+        model = session.model
+        self.quantizers = list(quantizers(model).values())
+        self.layers = [layer_of(model, n) for n in session.graph.nodes if n.kind in CONV_LIKE]
+        self.steps_done = 0
+        self._install()
+        model.register_forward_pre_hook(self._before_forward)
+        model.register_forward_hook(self._after_forward)
+
+    # ----------------------------------------------------------------- hooks
+    def _calibrating(self) -> bool:
+        return self.session.mode is QuantMode.CALIB and bool(self.quantizers) \
+            and self.quantizers[0].mode is QuantMode.CALIB
+
+    def _install(self) -> None:
+        for q in self.quantizers:
+            if q.observer is not None and not isinstance(q.observer, StepObserver):
+                q.observer = StepObserver(q.observer)
+        for m in self.layers:
+            bc = getattr(m, "bias_corrector", None)
+            if bc is not None and not isinstance(bc, StepBiasCorrector):
+                m.bias_corrector = StepBiasCorrector.replacing(bc)
+
+    def _before_forward(self, _module, _args) -> None:
+        if self._calibrating():
+            self._install()
+
+    def _after_forward(self, _module, _args, _output) -> None:
+        if self._calibrating():
+            self.end_forward()
+
+    # ----------------------------------------------------------------- contributions
+    def collect(self) -> dict:
+        """This rank's contribution of the forward that just ended, packed for pickling."""
+        obs, bcs = {}, {}
+        for i, q in enumerate(self.quantizers):
+            o = q.observer
+            if isinstance(o, StepObserver) and o.has_pending:
+                obs[i] = pack_state(o.take().state_dict())
+        for j, m in enumerate(self.layers):
+            bc = getattr(m, "bias_corrector", None)
+            if isinstance(bc, StepBiasCorrector) and bc.pending is not None:
+                noise, signal, mean_err = bc.take()
+                bcs[j] = (noise, signal, mean_err.detach().cpu().numpy())
+        return {"obs": obs, "bc": bcs}
+
+    def apply(self, contributions: list) -> None:
+        """Fold one step's contributions (rank order) in; refresh the running parameters."""
+        for i, q in enumerate(self.quantizers):
+            states = [c["obs"][i] for c in contributions if i in c["obs"]]
+            if not states or not isinstance(q.observer, StepObserver):
+                continue
+            parts = []
+            for st in states:
+                o = q.observer.new()
+                o.load_state_dict(unpack_state(st))
+                parts.append(o)
+            q.observer.end_step(parts)
+            view = q.observer.view
+            q.nonfinite_batches = view.nonfinite_batches
+            if q.role is not Role.PARAM and not q.keep_params and view.batches:
+                q.params = view.compute()
+        for j, m in enumerate(self.layers):
+            ms = [c["bc"][j] for c in contributions if j in c["bc"]]
+            bc = getattr(m, "bias_corrector", None)
+            if ms and isinstance(bc, StepBiasCorrector):
+                bc.apply([(n, s, torch.from_numpy(np.array(e, copy=True))) for n, s, e in ms])
+        self.steps_done += 1
+
+    # ----------------------------------------------------------------- to implement
+    def end_forward(self) -> None:
+        raise NotImplementedError
+
+    def finalize(self) -> int:
+        """Merge everything on every rank; the number of calibration forwards of all ranks."""
+        raise NotImplementedError

@@ -1,0 +1,26 @@
+"""The in-process world of ``emulate(N)``: one process plays N ranks, one after the other."""
+from __future__ import annotations
+
+__all__ = ["EmulatedWorld"]
+
+
+class EmulatedWorld:
+    """``size`` ranks played in turn by this process (rank 0, the writer)."""
+
+    emulated = True
+    rank = 0
+
+    def __init__(self, size: int):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"world_size must be a positive integer, got {size!r}")
+        self.size = size
+
+    @property
+    def is_writer(self) -> bool:
+        return True
+
+    def run_on_writer(self, fn, what: str, **_):
+        return fn()
+
+    def __repr__(self) -> str:
+        return f"EmulatedWorld(size={self.size})"

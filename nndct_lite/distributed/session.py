@@ -1,0 +1,276 @@
+"""``session.dist``: what the core calls when it runs in a world of several ranks.
+
+Two implementations of one interface: ``GroupSession`` exchanges over the process group,
+``EmulatedSession`` plays the ranks one after the other in this process. Both fold a step's
+contributions with the same code, in rank order, so a torchrun run and its emulation compute the
+same bits (given the same torch build, device kind and intra-op thread count per process).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+
+from ..codegen.python import generate_source
+from ..quant.build import quantizers, write_and_import
+from .calibration import CalibrationSync
+from .errors import DistributedError
+
+__all__ = ["attach", "import_generated", "GroupSession", "EmulatedSession", "digest"]
+
+
+# --------------------------------------------------------------------------- digests
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+    h.update(b";")
+
+
+def digest(obj) -> str:
+    """sha256 of ``obj`` (tensors by their bytes, floats by ``repr``: exact)."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """crc32 of every parameter and buffer of the quantized model (BN folded, CLE applied)."""
+    crc = 0
+    for name, t in model.state_dict().items():
+        crc = zlib.crc32(name.encode(), crc)
+        b = t.detach().cpu().contiguous().reshape(-1)
+        if b.numel():
+            crc = zlib.crc32(b.view(torch.uint8).numpy().tobytes(), crc)
+    return f"{crc:08x}"
+
+
+def _differing(values: list) -> list[int]:
+    return [r for r, v in enumerate(values) if v != values[0]]
+
+
+# --------------------------------------------------------------------------- generated model
+def _import_file(path: Path, source: str, model_name: str) -> type:
+    digest12 = hashlib.sha1(source.encode()).hexdigest()[:12]
+    mod_name = f"nndct_lite_generated_{model_name}_{digest12}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, model_name)
+
+
+def import_generated(w, graph, output_dir: Path):
+    """Rank 0 writes ``<Model>.py``; the others check that they generated the same source and
+    import rank 0's file (``output_dir`` must be a folder every rank sees)."""
+    output_dir = Path(output_dir)
+    if w.emulated:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return write_and_import(graph, output_dir)
+    source = generate_source(graph)
+    sums = w.exchange(hashlib.sha256(source.encode()).hexdigest(),
+                      f"comparing the generated {graph.model_name}.py", channel="prepare")
+    bad = _differing(sums)
+    if bad:
+        raise DistributedError(
+            f"rank(s) {bad} traced a different model than rank 0 (the generated "
+            f"{graph.model_name}.py differs)",
+            hint="every rank must build the same model class with the same example input")
+    holder = {}
+
+    def write():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        holder["cls"], path = write_and_import(graph, output_dir)
+        return str(path)
+    path = Path(w.run_on_writer(write, f"writing {graph.model_name}.py", channel="prepare"))
+    if w.is_writer:
+        return holder["cls"], path
+    text = path.read_text(encoding="utf-8") if path.is_file() else None
+    if text != source:
+        raise DistributedError(
+            f"rank {w.rank} cannot read the {path.name} that rank 0 wrote", where=str(path),
+            hint="output_dir must be a folder that every rank sees (one machine, or a shared "
+                 "file system)")
+    return _import_file(path, source, graph.model_name), path
+
+
+# --------------------------------------------------------------------------- sessions
+def _agreement(session) -> dict:
+    specs = [(q.key, repr(q.spec), q.role.value, q.axis) for q in quantizers(session.model).values()]
+    cfg = session.config
+    return {
+        "mode": session.mode.value,
+        "graph": _graph_md5(session.graph),
+        "weights": weights_checksum(session.model),
+        "quantizers": digest([specs, repr(getattr(cfg, "target_device", None)),
+                              bool(getattr(cfg, "include_bias_corr", False))]),
+    }
+
+
+def _graph_md5(graph) -> str:
+    from ..state.quant_info import graph_md5
+    return graph_md5(graph)
+
+
+_WHAT = {"mode": "quant_mode", "graph": "graph structure",
+         "weights": "weights after BN folding and CLE", "quantizers": "quantization config"}
+
+
+def attach(session, w):
+    if w.emulated:
+        return EmulatedSession(session, w)
+    w.sessions += 1
+    channel = f"quantizer#{w.sessions}"
+    mine = _agreement(session)
+    everyone = w.exchange(mine, "checking that every rank holds the same model",
+                          channel=channel + "/prepare")
+    for key, what in _WHAT.items():
+        bad = _differing([e[key] for e in everyone])
+        if bad:
+            raise DistributedError(
+                f"the {what} of rank(s) {bad} differs from rank 0's ({everyone[0][key]} on rank "
+                f"0, {[everyone[r][key] for r in bad]} on {bad})",
+                hint="every rank must load the same float weights and config and construct "
+                     "torch_quantizer with the same arguments")
+    return GroupSession(session, w, channel)
+
+
+class GroupSession(CalibrationSync):
+    """``session.dist`` over a process group."""
+
+    def __init__(self, session, world, channel: str):
+        self.channel = channel
+        super().__init__(session, world)
+
+    # ----------------------------------------------------------------- calibration
+    def end_forward(self) -> None:
+        msgs = self.world.exchange(("step", self.collect(), self.session.forwards),
+                                   f"calibration step {self.steps_done + 1}",
+                                   channel=self.channel + "/calib")
+        self.apply([m[1] for m in msgs if m[0] == "step"])
+
+    def finalize(self) -> int:
+        while True:
+            msgs = self.world.exchange(("done", None, self.session.forwards),
+                                       "finishing calibration (merging every rank's statistics)",
+                                       channel=self.channel + "/calib")
+            if all(m[0] == "done" for m in msgs):
+                return sum(m[2] for m in msgs)
+            self.apply([m[1] for m in msgs if m[0] == "step"])
+
+    # ----------------------------------------------------------------- files
+    def write_once(self, fn, what: str, agree=None):
+        """Rank 0 runs ``fn`` (a write) once every rank holds the same ``agree``; all return
+        its result."""
+        if agree is not None:
+            sums = self.world.exchange(digest(agree), f"comparing results before {what}",
+                                       channel=self.channel + "/write")
+            bad = _differing(sums)
+            if bad:
+                raise DistributedError(
+                    f"the results of rank(s) {bad} differ from rank 0's before {what}; nothing "
+                    "was written",
+                    hint="every rank must run the same steps on its own data; report this if "
+                         "they did")
+        return self.world.run_on_writer(fn, what, channel=self.channel + "/write")
+
+    # ----------------------------------------------------------------- fast finetune
+    def steps(self, n_local: int) -> list[list[int]]:
+        """Optimizer steps: step k uses this rank's cached batch k, if it has one."""
+        counts = self.world.exchange(int(n_local), "fast finetune: counting cached batches",
+                                     channel=self.channel + "/finetune")
+        return [[k] if k < n_local else [] for k in range(max(counts))]
+
+    def all_batches(self, values: list) -> list:
+        """Every rank's per-batch values, step-major: batch 0 of ranks 0..N-1, then batch 1."""
+        lists = self.world.exchange(list(values), "fast finetune: gathering losses",
+                                    channel=self.channel + "/finetune")
+        longest = max(len(v) for v in lists)
+        return [v[k] for k in range(longest) for v in lists if k < len(v)]
+
+    def average_gradients(self, params: list, count: int) -> None:
+        """Replace each ``p.grad`` by the mean over the ranks that had a batch in this step,
+        summed in rank order."""
+        dtype = params[0].dtype
+        if any(p.dtype != dtype for p in params):
+            for p in params:
+                self.average_gradients([p], count)
+            return
+        dev = params[0].device
+        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None
+                          else torch.zeros(p.numel(), dtype=dtype, device=dev) for p in params]
+                         + [torch.tensor([float(count)], dtype=dtype, device=dev)])
+        parts = self.world.all_gather_tensor(flat, "fast finetune: averaging gradients")
+        total, present = None, 0
+        for part in parts:
+            n = int(part[-1].item())
+            if n:
+                total = part[:-1].clone() if total is None else total + part[:-1]
+                present += n
+        if total is None:
+            return
+        if present > 1:
+            total = total / present
+        offset = 0
+        for p in params:
+            k = p.numel()
+            p.grad = total[offset:offset + k].view_as(p).clone()
+            offset += k
+
+
+class EmulatedSession(CalibrationSync):
+    """``session.dist`` of ``emulate(N)``: forwards grouped N at a time, in this process."""
+
+    channel = "emulated"
+
+    def __init__(self, session, world):
+        self.stash: list = []
+        super().__init__(session, world)
+
+    def end_forward(self) -> None:
+        self.stash.append(self.collect())
+        if len(self.stash) == self.world.size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.stash:
+            contributions, self.stash = self.stash, []
+            self.apply(contributions)
+
+    def finalize(self) -> int:
+        self._flush()
+        return self.session.forwards
+
+    def write_once(self, fn, what: str, agree=None):
+        return fn()
+
+    def steps(self, n_local: int) -> list[list[int]]:
+        n = self.world.size
+        return [list(range(i, min(i + n, n_local))) for i in range(0, n_local, n)]
+
+    def all_batches(self, values: list) -> list:
+        return list(values)
+
+    def average_gradients(self, params: list, count: int) -> None:
+        if count > 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad.div_(count)

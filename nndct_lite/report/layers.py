@@ -1,0 +1,591 @@
+"""Per-layer quantization report: how far every quantized node's output is from the float model.
+
+``layer_report(session, batches)`` runs the generated model twice per batch — once in FLOAT mode
+and once with the final quantization parameters (TEST numerics) — with a forward hook on every
+node that owns an output quantizer, and returns one ``LayerRow`` per such node, in graph order.
+``write_report`` writes ``report.md`` (and ``report_chart.png`` when matplotlib is installed),
+``log_report`` logs the table. See docs/reports.md.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from .._log import get_logger
+from ..errors import InputError
+from ..quant.build import layer_of, quantizers, set_mode
+from ..quant.fake_quantizer import FakeQuantizer, apply_params
+from ..quant.params import QuantParams
+from ..state.files import atomic_write_bytes, atomic_write_text
+from ..state.modes import QuantMode
+
+__all__ = ["LayerRow", "TensorQuant", "layer_report", "write_report", "log_report",
+           "format_table", "render_markdown", "render_chart", "worst_rows", "short_name",
+           "sqnr_db", "REPORT_FILE", "CHART_FILE", "WORST_N"]
+
+log = get_logger("report")
+
+REPORT_FILE = "report.md"
+CHART_FILE = "report_chart.png"
+WORST_N = 5
+
+
+# ------------------------------------------------------------------------------- data types
+@dataclass(frozen=True)
+class TensorQuant:
+    """How one tensor is quantized: bit width plus fix position or scale (None: float)."""
+
+    key: str
+    bit_width: int
+    fix_pos: int | tuple[int, ...] | None = None
+    scale: float | tuple[float, ...] | None = None
+    zero_point: int | tuple[int, ...] = 0
+
+    @classmethod
+    def of(cls, q: FakeQuantizer) -> "TensorQuant":
+        p = q.params
+        if p is None or not p.is_set:
+            return cls(q.key, q.spec.bit_width)
+        return cls(q.key, p.bit_width, p.fix_pos, p.scale, p.zero_point)
+
+    @property
+    def is_float(self) -> bool:
+        return self.fix_pos is None and self.scale is None
+
+    def text(self) -> str:
+        """``int8 fp=5``, ``int8 fp=3..7/ch``, ``int8 s=0.0123 z=4``, ``float``."""
+        if self.is_float:
+            return "float"
+        if self.fix_pos is not None:
+            return f"int{self.bit_width} fp={_span(self.fix_pos, '{}')}"
+        zp = self.zero_point
+        z = "" if zp == 0 or isinstance(zp, tuple) and not any(zp) else \
+            f" z={_span(zp, '{}')}"
+        return f"int{self.bit_width} s={_span(self.scale, '{:.4g}')}{z}"
+
+    def as_dict(self) -> dict:
+        plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+        return {"key": self.key, "bit_width": self.bit_width, "fix_pos": plain(self.fix_pos),
+                "scale": plain(self.scale), "zero_point": plain(self.zero_point)}
+
+
+def _span(value, fmt: str) -> str:
+    if isinstance(value, tuple):
+        lo, hi = min(value), max(value)
+        return (fmt.format(lo) if lo == hi else f"{fmt.format(lo)}..{fmt.format(hi)}") + "/ch"
+    return fmt.format(value)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One quantized node (a carrier of an output quantizer).
+
+    ``sqnr_db``: 10·log10(Σf² / Σ(q−f)²) of the node's output in the quantized model (q) against
+    the float model (f), over every value of every batch — the error accumulated up to this node.
+    ``input_sqnr_db``: the same for the tensor(s) it reads (the lowest, if several), so
+    ``drop_db`` is what this node adds. ``quantizer_sqnr_db``: its output quantizer alone
+    (rounding + clipping of the value it receives). ``weight_sqnr_db``: Q(W) against W.
+    ``inf`` means no error at all; ``nan`` means nothing was compared.
+    """
+
+    index: int
+    name: str
+    normalized: str
+    type: str
+    kind: str
+    inputs: tuple[TensorQuant | None, ...]
+    weights: TensorQuant | None
+    bias: TensorQuant | None
+    output: TensorQuant
+    sqnr_db: float
+    input_sqnr_db: float | None = None
+    quantizer_sqnr_db: float = math.nan
+    weight_sqnr_db: float | None = None
+    values: int = 0
+    batches: int = 0
+    layer: str = ""           # the group head (the conv of a conv+relu), for short labels
+    layer_index: int = -1
+
+    @property
+    def drop_db(self) -> float | None:
+        """How many dB this node loses against its input (None when undefined)."""
+        if self.input_sqnr_db is None or not math.isfinite(self.sqnr_db) \
+                or math.isnan(self.input_sqnr_db):
+            return None
+        if math.isinf(self.input_sqnr_db):
+            return math.inf
+        return self.input_sqnr_db - self.sqnr_db
+
+    @property
+    def short(self) -> str:
+        """A short label for charts: ``layer1.0.conv1 #5`` (the layer's module path)."""
+        if self.layer:
+            return short_name(self.layer, self.layer_index, self.type.split("+")[0])
+        return short_name(self.name, self.index, self.type)
+
+    def bit_widths(self) -> dict[str, int | None]:
+        ins = [t.bit_width for t in self.inputs if t is not None]
+        return {"input": ins[0] if ins else None,
+                "weights": self.weights.bit_width if self.weights else None,
+                "bias": self.bias.bit_width if self.bias else None,
+                "output": self.output.bit_width}
+
+    def as_dict(self) -> dict:
+        num = lambda v: None if v is None else (  # noqa: E731
+            str(v) if isinstance(v, float) and not math.isfinite(v) else round(v, 4))
+        return {"index": self.index, "name": self.name, "normalized": self.normalized,
+                "type": self.type, "kind": self.kind,
+                "inputs": [t.as_dict() if t else None for t in self.inputs],
+                "weights": self.weights.as_dict() if self.weights else None,
+                "bias": self.bias.as_dict() if self.bias else None,
+                "output": self.output.as_dict(), "sqnr_db": num(self.sqnr_db),
+                "input_sqnr_db": num(self.input_sqnr_db), "drop_db": num(self.drop_db),
+                "quantizer_sqnr_db": num(self.quantizer_sqnr_db),
+                "weight_sqnr_db": num(self.weight_sqnr_db), "values": self.values,
+                "batches": self.batches}
+
+
+_SCOPE_PART = re.compile(r"\[([^\]]+)\]")
+
+
+def short_name(name: str, index: int | None = None, type: str | None = None) -> str:
+    """``ResNet::ResNet/Sequential[layer1]/BasicBlock[0]/Conv2d[conv1]/ret.5`` ->
+    ``layer1.0.conv1 #5``; a functional op gets its type: ``layer1.0 add #12``."""
+    body = name.split("::", 1)[-1]
+    scope, _, last = body.rpartition("/")
+    if not scope:                       # input_0
+        return last
+    path = ".".join(_SCOPE_PART.findall(scope))
+    if index is None:
+        m = re.fullmatch(r"ret\.(\d+)", last)
+        index = int(m.group(1)) if m else None
+    functional = type if type and type[:1].islower() else None
+    label = " ".join(p for p in (path, functional) if p) or last
+    return f"{label} #{index}" if index is not None else label
+
+
+# ------------------------------------------------------------------------------- the measure
+@dataclass
+class _Acc:
+    signal: float = 0.0
+    noise: float = 0.0
+    values: int = 0
+
+    def add(self, ref: torch.Tensor, got: torch.Tensor) -> None:
+        ref = ref.detach().double()
+        got = got.detach().double()
+        if ref.shape != got.shape:
+            return
+        ok = torch.isfinite(ref) & torch.isfinite(got)
+        if not bool(ok.all()):
+            ref, got = ref[ok], got[ok]
+        self.signal += float(ref.pow(2).sum())
+        self.noise += float((got - ref).pow(2).sum())
+        self.values += int(ref.numel())
+
+    @property
+    def db(self) -> float:
+        return sqnr_db(self.signal, self.noise, self.values)
+
+
+def sqnr_db(signal: float, noise: float, values: int = 1) -> float:
+    """10·log10(signal / noise): inf without noise, -inf for noise on a zero signal."""
+    if values == 0:
+        return math.nan
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _as_args(batch, n_inputs: int, device: torch.device) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        args = (batch,)
+    elif isinstance(batch, (tuple, list)):
+        args = tuple(batch)[:max(n_inputs, 1)]
+    else:
+        raise InputError(f"a report batch must be a tensor or a tuple of tensors, got "
+                         f"{type(batch).__name__}", where="layer_report(batches=...)",
+                         hint="pass e.g. [x1, x2] or [(x1,), (x2,)]")
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@contextmanager
+def _final_numerics(session) -> Iterator[None]:
+    """Install the final parameters (TEST numerics) for the duration, then restore everything.
+
+    A test-mode session already holds them. In calib mode they are the ones
+    ``export_quant_config()`` wrote (fix positions after the DPU adjustment) plus the bias
+    corrections; before any export the running calibration parameters are used."""
+    model: nn.Module = session.model
+    qs = quantizers(model)
+    saved_params = {k: q.params for k, q in qs.items()}
+    saved_bc: list[tuple[nn.Module, object, bool]] = []
+    if session.mode is QuantMode.CALIB:
+        final = _exported_params(session, qs)
+        for key, q in qs.items():
+            if key in final:
+                q.params = final[key]
+        for node in session.graph.nodes:
+            mod = layer_of(model, node)
+            bc = getattr(mod, "bias_corrector", None)
+            corr = bc.correction() if bc is not None else None
+            if corr is None or mod._modules.get("bias_q") is None:
+                continue
+            had = "bias_correction" in mod.__dict__
+            saved_bc.append((mod, mod.__dict__.get("bias_correction"), had))
+            mod.bias_correction = corr.to(mod.bias)
+    try:
+        yield
+    finally:
+        for key, q in qs.items():
+            q.params = saved_params[key]
+        for mod, old, had in saved_bc:
+            if had:
+                mod.bias_correction = old
+            else:
+                del mod.bias_correction
+
+
+def _exported_params(session, qs: dict[str, FakeQuantizer]) -> dict[str, QuantParams]:
+    """The parameters of ``quant_info.json`` in ``session.output_dir`` when it belongs to this
+    graph and covers every quantizer; else {} (use the running parameters)."""
+    from ..state.quant_info import graph_md5, read_quant_info
+    path = Path(session.output_dir) / "quant_info.json"
+    if not path.is_file():
+        log.debug("no %s yet: the report uses the running calibration parameters", path)
+        return {}
+    try:
+        info = read_quant_info(session.output_dir, session.graph)
+    except Exception as exc:  # a broken file is reported by the test-mode reader
+        log.debug("cannot read %s (%s): using the running calibration parameters", path, exc)
+        return {}
+    if info.graph_md5 and info.graph_md5 != graph_md5(session.graph):
+        return {}
+    out: dict[str, QuantParams] = {}
+    for key, q in qs.items():
+        entry = info.param.get(key) or info.output.get(key)
+        if entry is None or entry.bit_width != q.spec.bit_width:
+            return {}
+        if not entry.is_set:
+            out[key] = None
+        elif isinstance(entry.fix_pos, tuple) or isinstance(entry.scale, tuple):
+            out[key] = QuantParams(entry.bit_width, fix_pos=entry.fix_pos, scale=entry.scale,
+                                   zero_point=entry.zero_point, float_max=entry.float_max,
+                                   axis=q.axis)
+        else:
+            out[key] = entry
+    return out
+
+
+@contextmanager
+def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def layer_report(session, batches: Iterable) -> list[LayerRow]:
+    """Compare the quantized and the float model node by node on ``batches``.
+
+    ``session``: a calib- or test-mode ``QuantSession`` (``torch_quantizer(...)._session``);
+    ``batches``: tensors, or tuples of the model's forward inputs (extra items such as labels are
+    ignored). The session's modes, parameters, counters and training flags are restored after.
+    """
+    batches = list(batches)
+    if not batches:
+        raise InputError("layer_report needs at least one batch", where="batches=",
+                         hint="pass one or two calibration batches")
+    graph, model, placement = session.graph, session.model, session.placement
+    carriers = [n for n in graph.nodes if layer_of(model, n)._modules.get("out_q") is not None]
+    n_inputs = len(graph.inputs)
+    out_acc = {n: _Acc() for n in carriers}
+    q_acc = {n: _Acc() for n in carriers}
+    float_out: dict = {}
+    phase = {"quant": False}
+
+    def out_hook(node):
+        def hook(_mod, _inp, out):
+            if not isinstance(out, torch.Tensor):
+                return
+            if phase["quant"]:
+                ref = float_out.pop(node, None)
+                if ref is not None:
+                    out_acc[node].add(ref, out)
+            else:
+                float_out[node] = out.detach().clone()
+        return hook
+
+    def quantizer_hook(node):
+        def hook(_mod, inp, out):
+            if phase["quant"] and inp and isinstance(inp[0], torch.Tensor) \
+                    and isinstance(out, torch.Tensor):
+                q_acc[node].add(inp[0], out)
+        return hook
+
+    handles = []
+    forwards = session.forwards
+    kept = getattr(session, "report_batches", None)
+    kept_len = len(kept) if isinstance(kept, list) else None
+    try:
+        for node in carriers:
+            mod = layer_of(model, node)
+            handles.append(mod.register_forward_hook(out_hook(node)))
+            handles.append(mod.out_q.register_forward_hook(quantizer_hook(node)))
+        with _eval_no_grad(model), _final_numerics(session):
+            for batch in batches:
+                args = _as_args(batch, n_inputs, session.device)
+                float_out.clear()
+                phase["quant"] = False
+                set_mode(model, QuantMode.FLOAT)
+                model(*args)
+                phase["quant"] = True
+                set_mode(model, QuantMode.TEST)
+                model(*args)
+            weight_db = _weight_sqnr(session)
+            rows = _rows(session, carriers, out_acc, q_acc, weight_db, len(batches))
+    finally:
+        for h in handles:
+            h.remove()
+        float_out.clear()
+        set_mode(model, session.mode)
+        session.forwards = forwards
+        if kept_len is not None:
+            del kept[kept_len:]
+    return rows
+
+
+def _weight_sqnr(session) -> dict:
+    out = {}
+    for node in session.graph.nodes:
+        mod = layer_of(session.model, node)
+        wq = mod._modules.get("weight_q")
+        if wq is None or not isinstance(getattr(mod, "weight", None), torch.Tensor):
+            continue
+        acc = _Acc()
+        acc.add(mod.weight, apply_params(mod.weight, wq.params, wq.spec))
+        out[node] = acc.db
+    return out
+
+
+def _rows(session, carriers, out_acc, q_acc, weight_db, n_batches) -> list[LayerRow]:
+    from ..graph.ops import MEMORY_ONLY, OpKind
+    from ..quant.pipeline import layer_type_of
+    model, placement = session.model, session.placement
+    db = {n: out_acc[n].db for n in carriers}
+    rows = []
+    for node in carriers:
+        # the layer a carrier ends: its group from the head (conv, add ...) to the carrier
+        head = placement.group_of.get(node, node)
+        members = placement.members.get(head, [node])
+        layer = members[:members.index(node) + 1] if node in members else [node]
+        ins: list[TensorQuant | None] = []
+        in_db: list[float] = []
+        if head.kind is not OpKind.INPUT:
+            for p in head.inputs:
+                if not p.is_tensor:
+                    continue
+                src = placement.source_quantizer(p)
+                q = layer_of(model, src)._modules.get("out_q") if src is not None else None
+                ins.append(TensorQuant.of(q) if q is not None else None)
+                if src is not None and src in db and not math.isnan(db[src]):
+                    in_db.append(db[src])
+        hmod = layer_of(model, head)
+        wq, bq = hmod._modules.get("weight_q"), hmod._modules.get("bias_q")
+        types = [layer_type_of(m) for m in layer if m.kind not in MEMORY_ONLY or m is node]
+        rows.append(LayerRow(
+            index=node.index, name=node.name, normalized=node.normalized,
+            type="+".join(types) or layer_type_of(node), kind=head.kind.value,
+            inputs=tuple(ins), weights=TensorQuant.of(wq) if wq is not None else None,
+            bias=TensorQuant.of(bq) if bq is not None else None,
+            output=TensorQuant.of(layer_of(model, node).out_q), sqnr_db=db[node],
+            input_sqnr_db=min(in_db) if in_db else None, quantizer_sqnr_db=q_acc[node].db,
+            weight_sqnr_db=weight_db.get(head), values=out_acc[node].values,
+            batches=n_batches, layer=head.name, layer_index=head.index))
+    return rows
+
+
+# ------------------------------------------------------------------------------- rendering
+def worst_rows(rows: Sequence[LayerRow], n: int = WORST_N) -> list[LayerRow]:
+    """The ``n`` rows with the lowest finite (or -inf) SQNR, worst first."""
+    scored = [r for r in rows if not math.isnan(r.sqnr_db) and r.sqnr_db != math.inf]
+    return sorted(scored, key=lambda r: (r.sqnr_db, r.index))[:n]
+
+
+def _db(v: float | None) -> str:
+    if v is None:
+        return ""
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.1f}"
+
+
+_HEADERS = ("#", "node", "type", "input", "weights", "bias", "output", "SQNR dB", "drop dB",
+            "quantizer dB", "weights dB")
+
+
+def _cells(r: LayerRow) -> list[str]:
+    ins = ", ".join(t.text() if t is not None else "float" for t in r.inputs) or "-"
+    return [str(r.index), r.name, r.type, ins, r.weights.text() if r.weights else "",
+            r.bias.text() if r.bias else "", r.output.text(), _db(r.sqnr_db), _db(r.drop_db),
+            _db(r.quantizer_sqnr_db), _db(r.weight_sqnr_db)]
+
+
+def format_table(rows: Sequence[LayerRow]) -> str:
+    """A plain-text table (the one ``log_report`` logs)."""
+    table = [list(_HEADERS)] + [_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADERS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _model_name(rows: Sequence[LayerRow]) -> str:
+    return rows[0].name.split("::", 1)[0] if rows and "::" in rows[0].name else "model"
+
+
+def render_markdown(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> str:
+    """The text of ``report.md``."""
+    model = _model_name(rows)
+    bad = worst_rows(rows, worst)
+    rank = {r.index: i + 1 for i, r in enumerate(bad)}
+    batches = max((r.batches for r in rows), default=0)
+    lines = [f"# Quantization report: {model}", ""]
+    if not rows:
+        lines += ["No node of this model carries an output quantizer: nothing was measured.", ""]
+        return "\n".join(lines)
+    lines += [
+        f"{len(rows)} quantized node(s), measured on {batches} batch(es): the model ran once "
+        "in float and once with the final quantization parameters.",
+        "",
+        "- **SQNR dB**: signal-to-quantization-noise ratio of the node's output, quantized "
+        "model against float model, `10·log10(Σf² / Σ(q−f)²)`; it includes the error of every "
+        "layer before it. Higher is better: about 6 dB per bit, so 8-bit layers typically "
+        "show 20–40 dB; `inf` means no error.",
+        "- **drop dB**: SQNR of the node's input minus SQNR of its output, the share this "
+        "node adds.",
+        "- **quantizer dB**: the node's output quantizer alone (rounding and clipping of the "
+        "value it receives); a low value with a large drop points at its fix position or "
+        "scale.",
+        "- **weights dB**: quantized weights against float weights.",
+        f"- the {len(bad)} worst nodes by SQNR are in **bold** and listed again at the end.",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join("---:" if h in ("#",) or h.endswith("dB") else "---"
+                       for h in _HEADERS) + "|",
+    ]
+    for r in rows:
+        cells = [_md_escape(c) for c in _cells(r)]
+        cells[1] = f"`{cells[1]}`"
+        if r.index in rank:
+            cells[1] = f"**{cells[1]}**"
+            cells[7] = f"**{cells[7]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"## Worst {len(bad)}", ""]
+    if not bad:
+        lines.append("Every measured node is exact (SQNR inf).")
+    for i, r in enumerate(bad, 1):
+        drop = "" if r.drop_db is None else f", drop {_db(r.drop_db)} dB"
+        lines.append(f"{i}. `{_md_escape(r.name)}` ({r.type}): SQNR {_db(r.sqnr_db)} dB{drop}, "
+                     f"quantizer {_db(r.quantizer_sqnr_db)} dB, output {r.output.text()}")
+    lines += ["", "To keep a layer at higher precision, give it a `layer_name` rule in the "
+              "quantization config (see docs/config.md), e.g. `\"overall_quantize_config\": "
+              "{\"bit_width\": 16}`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(rows: Sequence[LayerRow], output_dir: str | Path, *,
+                 worst: int = WORST_N) -> Path:
+    """Write ``<output_dir>/report.md`` (atomically) and, when matplotlib is importable,
+    ``<output_dir>/report_chart.png``; returns the path of ``report.md``."""
+    output_dir = Path(output_dir)
+    path = atomic_write_text(output_dir / REPORT_FILE, render_markdown(rows, worst=worst))
+    chart = output_dir / CHART_FILE
+    png = render_chart(rows, worst=worst)
+    if png is None:
+        stale = chart.is_file()
+        if stale:
+            chart.unlink()
+        log.info("matplotlib is not installed: %s skipped%s (pip install 'nndct_lite[report]')",
+                 CHART_FILE, " and the old one removed" if stale else "")
+    else:
+        atomic_write_bytes(chart, png)
+    log.info("=>Per-layer quantization report written.(%s)", path)
+    return path
+
+
+def render_chart(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> bytes | None:
+    """PNG bytes of a horizontal bar chart of per-node SQNR (worst in red), or None when
+    matplotlib is not importable. Uses the object API (no pyplot, no global backend change)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    bad = {r.index for r in worst_rows(rows, worst)}
+    finite = [r.sqnr_db for r in rows if math.isfinite(r.sqnr_db)]
+    cap = (max(finite) if finite else 0.0) + 5.0
+    values, colors, hatches = [], [], []
+    for r in rows:
+        v = r.sqnr_db
+        if math.isnan(v):
+            values.append(0.0)
+        elif math.isinf(v):
+            values.append(cap if v > 0 else min(finite, default=0.0) - 5.0)
+        else:
+            values.append(v)
+        colors.append("#d62728" if r.index in bad else "#4c72b0")
+        hatches.append("//" if math.isinf(v) else "")
+    n = max(len(rows), 1)
+    fig = Figure(figsize=(8.0, min(0.25 * n + 1.2, 60.0)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    y = list(range(len(rows)))
+    bars = ax.barh(y, values, color=colors)
+    for bar, hatch, r in zip(bars, hatches, rows):
+        if hatch:
+            bar.set_hatch(hatch)
+        x = bar.get_width()
+        ax.text(x, bar.get_y() + bar.get_height() / 2, f" {_db(r.sqnr_db)} ",
+                va="center", ha="left" if x >= 0 else "right", fontsize=6)
+    ax.set_yticks(y)
+    ax.set_yticklabels([r.short for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR of the node output, quantized vs float (dB)")
+    ax.set_title(f"{_model_name(rows)}: per-layer SQNR (red: worst {len(bad)})", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def log_report(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> None:
+    """Log the per-layer table (and the worst nodes) at INFO on ``nndct_lite.report``."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    bad = worst_rows(rows, worst)
+    summary = ", ".join(f"{r.short} {_db(r.sqnr_db)} dB" for r in bad) or "none"
+    log.info("per-layer quantization report, %d node(s); worst: %s\n%s", len(rows), summary,
+             format_table(rows))
