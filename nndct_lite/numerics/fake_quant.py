@@ -21,6 +21,7 @@ from .rounding import RoundMode, scaled_round
 
 __all__ = [
     "pof2_multiplier", "quantize_pof2", "dequantize_pof2", "fake_quantize_pof2",
+    "fake_quantize_pof2_",
     "quantize_affine", "dequantize_affine", "fake_quantize_affine", "channel_view", "ste",
 ]
 
@@ -89,6 +90,22 @@ def _saturate(values: torch.Tensor, fp, qmin: int, qmax: int) -> None:
     big = torch.finfo(values.dtype).max
     if math.ldexp(max(-qmin, qmax), -lowest) > big:
         values.clamp_(-big, big)
+
+
+def fake_quantize_pof2_(x: torch.Tensor, fp: int, qmin: int, qmax: int,
+                        mode: RoundMode) -> torch.Tensor:
+    """In-place ``fake_quantize_pof2`` of a float32 per-tensor activation the caller owns
+    (bit-identical to the out-of-place version; falls back to it outside the fast cases)."""
+    if x.dtype != torch.float32 or not -100 < int(fp) < 100 or x.requires_grad:
+        return x.copy_(fake_quantize_pof2(x, fp, qmin, qmax, mode))
+    m = math.ldexp(1.0, int(fp))
+    if mode is RoundMode.HALF_UP:
+        x.mul_(2.0 * m).floor_().mul_(0.5).ceil_()
+    elif mode is RoundMode.HALF_EVEN:
+        x.mul_(m).round_()
+    else:
+        return x.copy_(fake_quantize_pof2(x, fp, qmin, qmax, mode))
+    return x.clamp_(qmin, qmax).mul_(math.ldexp(1.0, -int(fp)))
 
 
 def _inv_scale(scale, like: torch.Tensor, axis: int | None):

@@ -119,6 +119,26 @@ def _approximations(mod: nn.Module, node: Node) -> bool:
     return True
 
 
+_FRESH = CONV_LIKE | {OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.DIV, OpKind.CAT,
+                      OpKind.MAXPOOL2D, OpKind.AVGPOOL2D, OpKind.ADAPTIVE_AVGPOOL2D, OpKind.MEAN,
+                      OpKind.PAD, OpKind.INTERPOLATE}
+
+
+def _fast_path(mod: nn.Module, node: Node, placement: Placement) -> None:
+    """Mark test-mode shortcuts: in-place quantization of tensors the op created itself, and a
+    ReLU folded into its quantizer's clamp when its input is only read by that ReLU."""
+    q = mod.out_q
+    if node.kind in _FRESH and node.op in ("call_module", "call_function", "call_method"):
+        q.inplace = node.kind is not OpKind.CAT or node.op != "call_method"
+    if node.kind is OpKind.RELU and len(node.inputs) == 1:
+        src = node.inputs[0]
+        if src.kind in _FRESH and len(src.users) == 1 and placement.group_of.get(src) is \
+                placement.group_of.get(node):
+            mod.relu_fused = True
+            q.relu_fused = True
+            q.inplace = True
+
+
 def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: SpecOf, *,
                       dpu_approx: bool, bias_correction: bool, device: torch.device,
                       target=None) -> nn.Module:
@@ -134,6 +154,7 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
             role = Role.MODEL_INPUT if node.kind is OpKind.INPUT else Role.ACTIVATION
             mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role,
                                       target=target)
+            _fast_path(mod, node, placement)
         if node.kind in CONV_LIKE and node in placement.group_of \
                 and placement.group_of[node] not in placement.float_heads:
             ws = spec_of(node, TensorKind.WEIGHTS)

@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from ..calib import Role, make_observer
 from ..config.spec import QuantSpec
-from ..numerics.fake_quant import fake_quantize_affine, fake_quantize_pof2, ste
+from ..numerics.fake_quant import (fake_quantize_affine, fake_quantize_pof2,
+                                   fake_quantize_pof2_, ste)
 from ..state.modes import QuantMode
 from .params import QuantParams
 
@@ -47,6 +48,11 @@ class FakeQuantizer(nn.Module):
         self.observer = None
         self.keep_params = False  # after fast finetune: calibration re-uses the fix positions
         self.nonfinite_batches = 0
+        # test-mode fast path, set by the builder: the input tensor is owned (fresh, single
+        # consumer) so it may be quantized in place; ``relu_fused``: the ReLU before this
+        # quantizer was skipped, so clamp the codes at 0 (clamp(R(y), 0, qmax) == Q(relu(y)))
+        self.inplace = False
+        self.relu_fused = False
 
     def set_mode(self, mode: QuantMode) -> None:
         self.mode = mode
@@ -70,7 +76,15 @@ class FakeQuantizer(nn.Module):
             return x
         if self.mode is QuantMode.CALIB:
             self.observe(x)
-        return apply_params(x, self.params, self.spec)
+            return apply_params(x, self.params, self.spec)
+        p = self.params
+        if self.inplace and p is not None and type(p.fix_pos) is int and not x.requires_grad:
+            r = self.spec.int_range
+            lo = max(r.qmin, 0) if self.relu_fused else r.qmin
+            return fake_quantize_pof2_(x, p.fix_pos, lo, r.qmax, self.spec.round_mode)
+        if self.relu_fused:
+            x = torch.relu(x)
+        return apply_params(x, p, self.spec)
 
     def extra_repr(self) -> str:
         return f"{self.key!r}, mode={self.mode.value}, params={self.params}"

@@ -30,6 +30,11 @@ class QuantOp:
     qmode = QuantMode.FLOAT
     replace: Callable | None = None   # replaces the float op when quantization is on
     post: Callable | None = None      # applied to the op's result when quantization is on
+    relu_fused = False                # a ReLU whose output quantizer clamps at 0 (test mode)
+
+    def _skip(self) -> bool:
+        """Test mode: a fused ReLU hands its input straight to its quantizer."""
+        return self.relu_fused and self.qmode is QuantMode.TEST
 
     def _out_q(self):
         return self._modules.get("out_q")
@@ -77,6 +82,8 @@ class Module(QuantOp, nn.Module):
         self.fn = resolve_function(op)
 
     def forward(self, *args, **kwargs):
+        if self._skip():
+            return self._finish(args[0])
         fn = self.replace if (self.replace is not None and self.qmode is not QuantMode.FLOAT) \
             else self.fn
         return self._finish(fn(*args, **kwargs))
@@ -93,6 +100,8 @@ class Method(QuantOp, nn.Module):
         self.name = name
 
     def forward(self, obj, *args, **kwargs):
+        if self._skip():
+            return self._finish(obj)
         return self._finish(getattr(obj, self.name)(*args, **kwargs))
 
     def extra_repr(self):
@@ -199,6 +208,8 @@ def wrap_module_class(cls: type) -> type:
         return _WRAPPED[cls]
 
     def forward(self, *args, **kwargs):
+        if self._skip():
+            return self._finish(args[0])
         if self.replace is not None and self.qmode is not QuantMode.FLOAT:
             return self._finish(self.replace(*args, **kwargs))
         return self._finish(cls.forward(self, *args, **kwargs))
