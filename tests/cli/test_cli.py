@@ -243,7 +243,6 @@ def test_quiet_and_verbose(caplog, capsys, model_py):
     msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("nndct_lite")]
     assert any(lvl == logging.WARNING and "stay float" in m for lvl, m in msgs)
     assert any(lvl == logging.INFO for lvl, _ in msgs)
-    assert not any(lvl == logging.DEBUG for lvl, _ in msgs)
     assert logging.getLogger("nndct_lite").level == logging.NOTSET        # restored
     capsys.readouterr()
 
