@@ -73,11 +73,26 @@ def deploy_state(session) -> Iterator[nn.Module]:
     caches = {m: m.__dict__["_wcache"] for m in model.modules()
               if isinstance(m, QuantOp) and "_wcache" in m.__dict__}
     forwards = session.forwards
+    # test-mode shortcuts (ReLU folded into the next quantizer, in-place quantization) are
+    # turned off: exported graphs keep every op and quantize out of place
+    fast = {m: (m.__dict__.get("relu_fused", False), m.__dict__.get("inplace", False))
+            for m in model.modules()}
+    for m in model.modules():
+        if "relu_fused" in m.__dict__:
+            m.relu_fused = False
+        if "inplace" in m.__dict__ and isinstance(m.__dict__["inplace"], bool) \
+                and not isinstance(m, nn.ReLU):
+            m.__dict__["inplace"] = False
     model.eval()
     try:
         with torch.no_grad():
             yield model
     finally:
+        for m, (fused, inplace) in fast.items():
+            if "relu_fused" in m.__dict__:
+                m.relu_fused = fused
+            if "inplace" in m.__dict__ and not isinstance(m, nn.ReLU):
+                m.__dict__["inplace"] = inplace
         _drop_weight_caches(model)
         for m, cache in caches.items():
             m.__dict__["_wcache"] = cache
