@@ -149,9 +149,19 @@ def logged():
             messages.append(record.getMessage())
     h = H(logging.WARNING)
     lg = logging.getLogger("nndct_lite")
+    logging.disable(logging.NOTSET)
+    old = {n: (logging.getLogger(n).level, logging.getLogger(n).disabled)
+           for n in list(logging.root.manager.loggerDict) if n.startswith("nndct_lite")}
+    for n in old:
+        logging.getLogger(n).setLevel(logging.NOTSET)
+        logging.getLogger(n).disabled = False
+    lg.setLevel(logging.WARNING)
     lg.addHandler(h)
     yield messages
     lg.removeHandler(h)
+    for n, (level, disabled) in old.items():
+        logging.getLogger(n).setLevel(level)
+        logging.getLogger(n).disabled = disabled
 
 
 # ------------------------------------------------------------------ zero and constant tensors
