@@ -33,46 +33,19 @@ SHUFFLE_STD = (0.2023, 0.1994, 0.2010)
 
 
 # --------------------------------------------------------------------------- ResNet (fallback)
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.pad = cout - cin if (stride != 1 or cin != cout) else 0
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        sc = x
-        if self.pad:
-            sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad // 2))
-        return F.relu(out + sc)
+def _example_models():
+    """example/cifar_models.py: the project's own CIFAR ResNet (one definition for all)."""
+    path = ROOT / "example" / "cifar_models.py"
+    mod = sys.modules.get("nndct_example_cifar_models")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("nndct_example_cifar_models", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
 
 
-class CifarResNet(nn.Module):
-    """Depth 6n+2: stem conv 3->16, three stages of n blocks (16/32/64), avg pool, Linear(64, 10)."""
-
-    def __init__(self, n=3, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        stages, cin = [], 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = []
-            for i in range(n):
-                blocks.append(_Block(cin, cout, stride if i == 0 else 1))
-                cin = cout
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.linear = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return self.linear(x)
+CifarResNet = _example_models().CifarResNet
 
 
 # --------------------------------------------------------------------------- ShuffleNetV2
