@@ -161,7 +161,7 @@ def run_float_rss(workload: str, **kw) -> dict:
 
 
 def subprocess_call(fn: str, spec: dict, threads: int, timeout: float | None = None,
-                    omp: str = "PASSIVE") -> dict:
+                    omp: str = "inherit") -> dict:
     with tempfile.TemporaryDirectory(prefix="bq_worker_") as d:
         out = Path(d) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", fn,
@@ -346,11 +346,13 @@ def report(results: dict, float_rss: dict, argv, info: str, args, elapsed: float
              f"* date: {now}; total wall time {elapsed / 60:.1f} min",
              f"* machine: {info}",
              f"* command: `{cmd}`",
-             f"* worker subprocesses ran with `OMP_WAIT_POLICY={getattr(args, 'omp_wait_policy', 'inherit')}` "
-             "(`--omp-wait-policy`): this machine is shared, and with libgomp's default "
-             "spin-wait a 2-thread process loses most of its time waiting for a descheduled "
-             "partner thread on every op (measured: ResNet-20 calibration + test on 200/500 "
-             "images 49 s wall with the default, 3.5 s with PASSIVE, 4.9 s with 1 thread)",
+             f"* worker subprocesses ran with OMP_WAIT_POLICY "
+             f"`{getattr(args, 'omp_wait_policy', 'inherit')}` (`--omp-wait-policy`; `inherit` "
+             "is what a user gets: libgomp's default spin-then-sleep). On a machine shared with "
+             "other jobs pass `PASSIVE`: there the default spin-wait makes a 2-thread process "
+             "wait for a descheduled partner thread on every op, while on an idle machine "
+             "PASSIVE adds a wake-up (~70 us) to every op and penalises the op-heavy quantized "
+             "model",
              f"* every repeat ran in its own subprocess; values are medians over {args.repeats} "
              "repeat(s), [min–max] where there is more than one",
              "* peak RSS: the subprocess's `ru_maxrss` from the moment the model and the data are "
@@ -448,10 +450,10 @@ def parse_args(argv):
     p.add_argument("--r50-images", type=int, default=None, help="default 64")
     p.add_argument("--r50-batch", type=int, default=16)
     p.add_argument("--r50-size", type=int, default=224)
-    p.add_argument("--omp-wait-policy", default="PASSIVE",
+    p.add_argument("--omp-wait-policy", default="inherit",
                    choices=["PASSIVE", "ACTIVE", "inherit"],
-                   help="OMP_WAIT_POLICY of the worker subprocesses (default PASSIVE: on a shared "
-                        "machine the default spin-wait makes 2-thread timings meaningless)")
+                   help="OMP_WAIT_POLICY of the worker subprocesses (default: inherit, what a "
+                        "user gets; PASSIVE on a machine shared with other jobs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--profile", action="store_true", help="append profiles of ResNet-20")

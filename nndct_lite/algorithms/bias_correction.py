@@ -12,7 +12,14 @@ import math
 
 import torch
 
+from ..calib.base import dense_flat
+
 __all__ = ["BiasCorrector"]
+
+
+def _flat32(t: torch.Tensor) -> torch.Tensor:
+    f = dense_flat(t)
+    return f if f.dtype in (torch.float32, torch.float64) else f.float()
 
 
 class BiasCorrector:
@@ -37,13 +44,19 @@ class BiasCorrector:
             self.bias = bias_q(self.float_bias).detach().clone()
         return self.bias
 
-    def step(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]) -> None:
-        """One batch: update the statistics and, unless stopped, the bias."""
+    def step(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int], *,
+             reuse_out_f: bool = False) -> None:
+        """One batch: update the statistics and, unless stopped, the bias. With
+        ``reuse_out_f`` (the caller made ``out_f`` for this call) it is overwritten."""
         if self.stopped or self.bias is None:
             return
-        err = out_q - out_f
-        noise = float(err.pow(2).mean())
-        signal = float(out_f.pow(2).mean())
+        n = out_f.numel()
+        f = _flat32(out_f)
+        signal = float(torch.dot(f, f)) / n
+        # -out_f + out_q is out_q - out_f bit for bit
+        err = out_f.neg_().add_(out_q) if reuse_out_f and out_f is not out_q else out_q - out_f
+        e = _flat32(err)
+        noise = float(torch.dot(e, e)) / n
         if noise == 0.0 or signal == 0.0 or not math.isfinite(noise):
             self.stopped = True
             return

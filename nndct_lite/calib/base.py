@@ -58,9 +58,20 @@ def rows(x: torch.Tensor, axis: int | None) -> torch.Tensor:
     A view when possible (contiguous input with the channel axis first), else a copy.
     """
     if axis is None:
-        return x.reshape(1, -1)
+        return dense_flat(x).reshape(1, -1)
     c = x.shape[axis]
     return x.movedim(axis, 0).reshape(c, -1)
+
+
+def dense_flat(x: torch.Tensor) -> torch.Tensor:
+    """All elements of ``x`` as a 1-D tensor in memory order: a view of a dense tensor in any
+    dimension order (channels-last activations included), a contiguous copy otherwise.
+    For order-free statistics (per-tensor ranges, sums of squares)."""
+    if x.is_contiguous():
+        return x.view(-1)
+    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    p = x.permute(order)
+    return p.view(-1) if p.is_contiguous() else p.reshape(-1)
 
 
 def finite_rows(x2: torch.Tensor) -> torch.Tensor:

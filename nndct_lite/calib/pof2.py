@@ -88,12 +88,75 @@ def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: Qua
     return buf.mul_(buf).sum(dim=1)
 
 
-def _search(x2: torch.Tensor, fp0: list[int], spec: QuantSpec, scope: int) -> list[int]:
+#: a candidate is skipped when its clipping error alone exceeds the best full error by this factor
+#: (both are float32 sums; their rounding is many orders of magnitude below 1 %)
+_PRUNE_MARGIN = 1.01
+
+
+def _round_codes(buf: torch.Tensor, mode: RoundMode) -> None:
+    if mode is RoundMode.FLOOR:
+        buf.floor_()
+    elif mode is RoundMode.CEIL:
+        buf.ceil_()
+    else:
+        buf.round_()
+
+
+def _error_one(x: torch.Tensor, fp: int, spec: QuantSpec, buf: torch.Tensor,
+               needs_clamp: bool) -> float:
+    """``sum((x - fakequant(x, fp))^2)`` of a 1-D tensor, in three or four passes."""
+    r = spec.int_range
+    torch.mul(x, math.ldexp(1.0, fp), out=buf)
+    _round_codes(buf, spec.round_mode)
+    if needs_clamp:
+        buf.clamp_(r.qmin, r.qmax)
+    torch.add(x, buf, alpha=-math.ldexp(1.0, -fp), out=buf)  # q * 2^-fp is exact: one rounding
+    return float(torch.dot(buf, buf))
+
+
+def _clip_error_one(x: torch.Tensor, fp: int, spec: QuantSpec, buf: torch.Tensor) -> float:
+    """``sum((x - clamp(x, qmin*2^-fp, qmax*2^-fp))^2)``: a lower bound of the error at ``fp``
+    that grows with ``fp`` (every element's excess over a halved range can only grow)."""
+    r = spec.int_range
+    step = math.ldexp(1.0, -fp)
+    torch.clamp(x, r.qmin * step, r.qmax * step, out=buf)
+    buf.sub_(x)
+    return float(torch.dot(buf, buf))
+
+
+def _search_one(x: torch.Tensor, fp0: int, mn: float, mx: float, spec: QuantSpec,
+                scope: int) -> int:
+    """The diffs search of one per-tensor row, pruned without changing its answer: candidates
+    are tried from ``fp0`` upwards, and once a candidate's clipping error alone is above the best
+    error so far, it and every larger fp are skipped (their errors can only be larger)."""
+    cap = max_fix_pos(spec.bit_width)
+    r = spec.int_range
+    buf = torch.empty_like(x)
+    best_k, best = 0, math.inf
+    for k in range(scope):
+        fp = fp0 + k
+        if k >= 2 and _clip_error_one(x, fp, spec, buf) > best * _PRUNE_MARGIN:
+            break
+        m = math.ldexp(1.0, fp)
+        # the clamp is a no-op when both extremes already round inside the code range
+        needs_clamp = k > 0 or not (r.qmin <= round(mn * m) and round(mx * m) <= r.qmax)
+        if spec.round_mode in (RoundMode.FLOOR, RoundMode.CEIL):
+            needs_clamp = True
+        err = _error_one(x, fp, spec, buf, needs_clamp)
+        if err < best:  # strict: on equal error the smaller fp wins
+            best_k, best = k, err
+    return min(fp0 + best_k, cap)
+
+
+def _search(x2: torch.Tensor, fp0: list[int], spec: QuantSpec, scope: int,
+            mn: list[float] | None = None, mx: list[float] | None = None) -> list[int]:
     cap = max_fix_pos(spec.bit_width)
     base = [min(f, cap) for f in fp0]
     active = [f < cap for f in fp0]
     if scope <= 1 or not any(active):
         return base
+    if x2.shape[0] == 1 and mn is not None:
+        return [_search_one(x2[0], fp0[0], mn[0], mx[0], spec, scope)]
     buf, neg = torch.empty_like(x2), torch.neg(x2)
     errors = torch.stack([_sq_errors(x2, neg, [b + k for b in base], spec, buf)
                           for k in range(scope)]).tolist()
@@ -125,7 +188,7 @@ def _fix_positions(x2: torch.Tensor, spec: QuantSpec, scope: int, name: str | No
     if any(host[3]):
         _LOG.warning("%s: max|x| is below ~3.7e-37, 1/step overflows; calibrated as an all-zero "
                      "tensor (fix position %d)", name or "tensor", max_fix_pos(spec.bit_width))
-    return _search(x2, [int(f) for f in host[2]], spec, scope), nonfinite
+    return _search(x2, [int(f) for f in host[2]], spec, scope, host[0], host[1]), nonfinite
 
 
 def diffs_fix_pos(x: torch.Tensor, spec: QuantSpec, *, scope: int = DIFFS_SCOPE,

@@ -137,6 +137,18 @@ def generate_source(graph: Graph) -> str:
             var[n] = var[ins[0]]
         else:
             var[n] = f"output_module_{n.index}"
+    kept = {var[n] for n in outputs}
+    last_read: dict[str, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for src in n.inputs:
+            last_read[var[src]] = i
+    for i, n in enumerate(graph.nodes):
         lines.append(f"        {var[n]} = {_call(n, var)}")
+        # free a branch's tensor after its last reader, so that test mode runs in the float
+        # model's memory instead of keeping every block's output alive to the end of forward
+        dead = sorted({var[s] for s in n.inputs if last_read.get(var[s]) == i
+                       and var[s] != var[n] and var[s] not in kept})
+        if dead:
+            lines.append(f"        del {', '.join(dead)}")
     lines.append(f"        return {_render(graph.output, var)}")
     return "\n".join(lines) + "\n"

@@ -74,10 +74,17 @@ class FakeQuantizer(nn.Module):
         if self.mode is QuantMode.FLOAT or not isinstance(x, torch.Tensor) \
                 or not x.is_floating_point() or x.numel() == 0:
             return x
+        p = self.params
         if self.mode is QuantMode.CALIB:
             self.observe(x)
-            return apply_params(x, self.params, self.spec)
-        p = self.params
+            p = self.params
+            # in place where the test mode would be (in calibration a fused ReLU still runs,
+            # and its output is fresh or the single-use tensor it rectified in place)
+            if self.inplace and p is not None \
+                    and type(p.fix_pos) is int and not x.requires_grad:
+                r = self.spec.int_range
+                return fake_quantize_pof2_(x, p.fix_pos, r.qmin, r.qmax, self.spec.round_mode)
+            return apply_params(x, p, self.spec)
         if self.inplace and p is not None and type(p.fix_pos) is int and not x.requires_grad:
             r = self.spec.int_range
             lo = max(r.qmin, 0) if self.relu_fused else r.qmin

@@ -166,7 +166,7 @@ class _ParamLayer(QuantOp):
         if self.qmode is QuantMode.CALIB and bc is not None and not bc.stopped:
             with torch.no_grad():
                 y_f = self._compute(x, bc.float_weight(self.weight), bc.float_bias)
-                bc.step(y.detach(), y_f, self._channel_dims(y))
+                bc.step(y.detach(), y_f, self._channel_dims(y), reuse_out_f=True)
         return y
 
 
