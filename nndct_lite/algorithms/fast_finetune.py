@@ -70,14 +70,18 @@ def _flat(out):
     return []
 
 
-def _net_loss(model, batches, targets) -> list[float]:
-    """Per model output: sqrt(MSE(float, quantized)) averaged over the cached batches."""
+def _net_loss(model, batches, targets, dist=None) -> list[float]:
+    """Per model output: sqrt(MSE(float, quantized)) averaged over the cached batches (with
+    ``dist``, session.dist: over every rank's batches)."""
     outs = _outputs(model, batches)
+    per_batch = [[float(torch.sqrt(F.mse_loss(a, b))) for a, b in zip(_flat(o), _flat(t))]
+                 for o, t in zip(outs, targets)]
+    if dist is not None:
+        per_batch = dist.all_batches(per_batch)
     per = None
-    for o, t in zip(outs, targets):
-        vals = [float(torch.sqrt(F.mse_loss(a, b))) for a, b in zip(_flat(o), _flat(t))]
+    for vals in per_batch:
         per = vals if per is None else [p + v for p, v in zip(per, vals)]
-    return [p / len(batches) for p in per]
+    return [p / len(per_batch) for p in per]
 
 
 def _layer_io(model, layer, batches, mode) -> tuple[list, list]:
@@ -102,17 +106,22 @@ def _sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
 
 
 def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
-                batch_size: int) -> int:
+                batch_size: int, dist=None) -> int:
     w_f = layer.weight.detach().clone()
     f = opts.lr_factor * (0.5 if batch_size == 1 else 1.0)
     wq = layer._modules["weight_q"]
     if _sqnr_db(w_f, wq(w_f)) / 8 > 4.5:
         f = 0.1 * f * (0.5 if batch_size == 1 else 1.0)
-    lr_w = f * float(layer.weight.detach().std())
+    with torch.no_grad():   # numerics.md 11: the std of the current, snapped parameters
+        lr_w = f * float(wq(w_f).std())
+        bq = layer._modules.get("bias_q")
+        b_now = layer.bias.detach() if layer.bias is not None else None
+        if b_now is not None and bq is not None:
+            b_now = bq(b_now)
     params = [{"params": [layer.weight], "lr": lr_w}]
     has_bias = layer.bias is not None and layer.bias.numel() > 1
     if has_bias:
-        params.append({"params": [layer.bias], "lr": f * float(layer.bias.detach().std())})
+        params.append({"params": [layer.bias], "lr": f * float(b_now.std())})
     opt = torch.optim.Adam(params)
     target = [float_act(o) if float_act is not None else o for o in f_out]
 
@@ -158,6 +167,10 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
     set_mode(model, QuantMode.FLOAT)
     batches = _capture_inputs(model, run_fn, run_args)
     targets = _outputs(model, batches)
+    # the layer targets come from the float model, not from the partly tuned one (step 5)
+    pristine = copy.deepcopy(model)
+    pristine_of = dict(pristine.named_modules())
+    path_of = {id(m): n for n, m in model.named_modules()}
     bcs = {}
     for node in session.graph.nodes:
         mod = layer_of(model, node)
@@ -179,7 +192,8 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
         if len(users) == 1 and users[0].kind in _ACTS and node.kind is not OpKind.LINEAR:
             act, float_act = layer_of(model, users[0]), _ACTS[users[0].kind]
         q_in, _ = _layer_io(model, layer, batches, QuantMode.TEST)
-        _, f_out = _layer_io(model, layer, batches, QuantMode.FLOAT)
+        _, f_out = _layer_io(pristine, pristine_of[path_of[id(layer)]], batches,
+                             QuantMode.FLOAT)
         set_mode(model, QuantMode.TEST)
         before = copy.deepcopy(layer.state_dict())
         epochs = _tune_layer(layer, act, float_act, q_in, f_out, opts, batch_size)
@@ -192,6 +206,7 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
         else:
             baseline = loss
         log.debug("fast finetune %s: %d epochs, net loss %s", node.name, epochs, baseline)
+    del pristine, pristine_of
     for node_name, bc in bcs.items():
         layer_of(model, session.graph.by_name(node_name)).bias_corrector = type(bc)(bc.rate)
     for q in quantizers(model).values():

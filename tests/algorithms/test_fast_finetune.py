@@ -239,9 +239,6 @@ def test_example28_learning_rate_factor(tmp_path, monkeypatch, batch, factor):
                                                                         rel=5e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="nndct_lite deviation: lr_w uses the std of the float "
-                   "weights (1.31149), numerics.md 11 / Example 28 the std of the snapped "
-                   "weights (1.31649)")
 def test_example28_learning_rate_uses_snapped_std(tmp_path, monkeypatch):
     assert _example28_lr(tmp_path, monkeypatch, 32) == pytest.approx(1e-3 * 1.31649, rel=1e-5)
 
@@ -291,9 +288,6 @@ def test_dpu_default_finetune_is_not_worse(resnet20_finetuned):
 
 
 # ------------------------------------------------------------------ the layer targets
-@pytest.mark.xfail(strict=True, reason="nndct_lite bug: each layer's float target is recomputed "
-                   "in FLOAT mode after the earlier layers were tuned, so it is the output of a "
-                   "partly finetuned network, not of the float model (numerics.md 11, step 5)")
 def test_layer_targets_are_the_float_models_outputs(tmp_path, monkeypatch):
     import copy
     from nndct_lite.algorithms import fast_finetune as ffm
