@@ -38,17 +38,19 @@ def bias_shrink_factor(w: torch.Tensor, b: torch.Tensor) -> float:
     """The factor ``k`` that divides conv_a's bias column before taking channel ranges.
 
     ``f = |b_i| / |w_ij|`` over the layer's weight matrix (zeros replaced by the row's smallest
-    non-zero magnitude, magnitudes floored at 1e-7, all-zero rows left out); its median (numpy
+    non-zero magnitude, magnitudes floored at 1e-7, an all-zero row's bias taken as 0, so its
+    entries count as f = 0); its median (numpy
     rule: mean of the two middle values) and mean pick k (numerics.md 9.2)."""
     w2 = w.reshape(w.shape[0], -1).abs()
-    ab = b.abs()
     live = (w2 > 0).any(dim=1)
+    ab = torch.where(live, b.abs(), torch.zeros_like(b))  # an all-zero row counts as f = 0
     row_min = torch.where(w2 > 0, w2, torch.full_like(w2, float("inf"))).amin(dim=1, keepdim=True)
-    f_w = torch.where(w2 == 0, row_min, w2).clamp(min=1e-7)
-    f = (ab.reshape(-1, 1) / f_w)[live].double().cpu().numpy()
+    f_w = torch.where(w2 == 0, row_min, w2)
+    f_w = torch.where(torch.isinf(f_w), torch.ones_like(f_w), f_w).clamp(min=1e-7)
+    f = (ab.reshape(-1, 1) / f_w).double().cpu().numpy()
     med = float(np.median(f)) if f.size else 0.0
     mean = float(f.mean()) if f.size else 0.0
-    bmax, wmax = float(ab.max()), float(w2.max())
+    bmax, wmax = float(b.abs().max()), float(w2.max())
     if bmax < 10 and (wmax == 0 or bmax / wmax < 20):
         return 5.0 if (med > 100 or mean > 1000) else 2.0
     if med > 30 or mean > 500:
@@ -92,23 +94,45 @@ def _scale_input_channels(b: Node, s: torch.Tensor) -> None:
                           * scale).reshape(w.shape)
 
 
+def _transposed_groups(a: Node) -> int:
+    return int(getattr(a.module, "groups", 1) or 1) if a.kind is OpKind.CONV_TRANSPOSE2D else 1
+
+
+def _output_rows(a: Node, wa: torch.Tensor) -> torch.Tensor:
+    """conv_a's weights as one row per output channel. A grouped transposed conv stores
+    ``[in, out/groups, k...]``: output channel ``g*out/groups + j`` reads rows ``g`` of dim 0."""
+    g = _transposed_groups(a)
+    if g == 1:
+        return _rows(wa, _out_axis(a))
+    ipg, opg = wa.shape[0] // g, wa.shape[1]
+    return wa.reshape(g, ipg, opg, -1).permute(0, 2, 1, 3).reshape(g * opg, -1)
+
+
+def _divide_outputs(a: Node, wa: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    g = _transposed_groups(a)
+    if g == 1:
+        shape = [1] * wa.dim()
+        shape[_out_axis(a)] = -1
+        return wa / s.reshape(shape)
+    ipg, opg = wa.shape[0] // g, wa.shape[1]
+    view = wa.reshape(g, ipg, opg, *wa.shape[2:])
+    return (view / s.reshape(g, 1, opg, *([1] * (wa.dim() - 2)))).reshape(wa.shape)
+
+
 def equalize_pair(a: Node, b: Node) -> torch.Tensor:
     """Equalize one pair in place (on ``node.params``); returns the scales ``s``."""
     wa = a.params["weight"]
-    axis = _out_axis(a)
-    rows = _rows(wa, axis).abs()
-    ra = rows.amax(dim=1)
+    rows = _output_rows(a, wa)
+    ra = rows.abs().amax(dim=1)
     bias = a.params.get("bias")
     if bias is not None:
-        k = bias_shrink_factor(_rows(wa, axis), bias)
+        k = bias_shrink_factor(rows, bias)
         ra = torch.maximum(ra, bias.abs() / k)
     rb = _input_ranges(b, ra.numel())
     prod = ra * rb
     s = torch.where(prod > 0, ra / torch.sqrt(prod), torch.ones_like(ra))
     s = torch.where(ra + rb < 0.5, torch.ones_like(s), s)
-    shape = [1] * wa.dim()
-    shape[axis] = -1
-    a.params["weight"] = wa / s.reshape(shape)
+    a.params["weight"] = _divide_outputs(a, wa, s)
     if bias is not None:
         a.params["bias"] = bias / s
     _scale_input_channels(b, s)

@@ -81,10 +81,26 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
         members.setdefault(head, []).append(n)
 
     output_set = set(graph.output_nodes())
+
+    def only_float_readers(n: Node) -> bool:
+        """Every reader of ``n`` (through memory-only ops) is kept float by the config."""
+        users = _tensor_users(n)
+        if not users or n in output_set:
+            return False
+        for u in users:
+            if u in float_nodes or group_of[u] in float_nodes:
+                continue
+            if u.kind in MEMORY_ONLY and only_float_readers(u):
+                continue
+            return False
+        return True
+
     carriers: set[Node] = set()
     for head, mem in members.items():
         if head.kind not in QUANTIZABLE or head in float_nodes or not head.is_tensor:
             continue
+        if head.kind is OpKind.INPUT and float_nodes and only_float_readers(head):
+            continue  # e.g. keep_first_last_layer_accuracy: the float first layer reads it
         last = mem[-1]
         users = _tensor_users(last)
         if head.kind is not OpKind.INPUT and len(users) == 1 and users[0].kind is OpKind.CAT \

@@ -119,8 +119,6 @@ def test_bias_shrink_factor(w, b, k):
     assert bias_shrink_factor(torch.tensor(w), torch.tensor(b)) == k
 
 
-@pytest.mark.xfail(strict=True, reason="nndct_lite bug: bias_shrink_factor drops all-zero rows "
-                   "from median/mean instead of counting them as f = 0 (gives k = 5)")
 def test_bias_shrink_factor_all_zero_row_counts_with_f_zero():
     """numerics.md 9.2: an all-zero row gets its bias column set to 0 for f, so its entries
     count as f = 0 in median/mean. Rows [0, 0] (b 3) and [1, 0.001] (b 0.2):
@@ -357,9 +355,6 @@ def test_transposed_conv_as_first_member(tmp_path):
     _check_function(tmp_path, _transposed_chain(1, True), torch.randn(2, 4, 4, 4))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="nndct_lite bug: CLE crashes on a grouped / depthwise ConvTranspose2d "
-                          "as conv_a (its output channels are groups x weight.shape[1])")
 @pytest.mark.parametrize("groups", [2, 4])
 def test_grouped_transposed_conv_as_first_member(tmp_path, groups):
     _check_function(tmp_path, _transposed_chain(groups, True), torch.randn(2, 4, 4, 4))

@@ -166,9 +166,6 @@ def test_keep_first_layer_float_output_is_requantized_for_the_next_layer(tmp_pat
     assert _entry(info["output"], relu.name) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="nndct_lite bug: with keep_first_last_layer_accuracy the "
-                   "model input keeps its quantizer although its only consumer is the float "
-                   "first layer")
 def test_keep_first_layer_does_not_quantize_its_input(tmp_path):
     q, _, info = _run(tmp_path, {"keep_first_last_layer_accuracy": True})
     assert _entry(info["output"], "Net::input_0") is None
