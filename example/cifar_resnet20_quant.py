@@ -18,7 +18,7 @@ import time
 import torch
 
 from cifar_models import SHARED_DATA, WEIGHTS, cifar10, cifar_resnet
-from nndct_lite import torch_quantizer
+from nndct_lite import distributed, torch_quantizer
 
 
 def batches(x, y, batch_size):
@@ -33,7 +33,12 @@ def evaluate(model, x, y, batch_size):
             out = model(xb)
             loss += torch.nn.functional.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
-    return correct / len(y), loss / len(y)
+    n = len(y)
+    if distributed.world() is not None:   # under torchrun: the counts of every rank's share
+        t = torch.tensor([correct, loss, n], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        correct, loss, n = t.tolist()
+    return correct / n, loss / n
 
 
 def forward_loop(model, x, batch_size):
@@ -63,13 +68,16 @@ def main(argv=None) -> int:
         args.deploy = False
     if args.deploy:
         args.subset_len, args.batch_size = 1, 1
-    torch.set_num_threads(2)
+    distributed.init_from_env("cpu")   # under torchrun: join the process group (gloo)
+    if distributed.world() is None:
+        torch.set_num_threads(2)
     model = cifar_resnet(args.depth)
     split = "calib" if args.quant_mode == "calib" else "test"
     x, y = cifar10(split, args.subset_len)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        x, y = x[r::w], y[r::w]
+    if distributed.world() is not None:   # this process's share: DistributedSampler's indices
+        from torch.utils.data.distributed import DistributedSampler
+        idx = list(DistributedSampler(range(len(y)), shuffle=False))
+        x, y = x[idx], y[idx]
     t = time.time()
     if args.quant_mode == "float":
         acc, loss = evaluate(model, x, y, args.batch_size)

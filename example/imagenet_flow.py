@@ -14,7 +14,7 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
-from nndct_lite import torch_quantizer
+from nndct_lite import distributed, torch_quantizer
 
 
 def parse_args(argv=None):
@@ -61,6 +61,10 @@ def evaluate(model, loader, loss_fn):
             top1 += (pred[:, 0] == labels).sum().item()
             top5 += (pred == labels[:, None]).any(1).sum().item()
             total += len(labels)
+    if distributed.world() is not None:   # under torchrun: the counts of every rank's share
+        t = torch.tensor([top1, top5, loss, total], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        top1, top5, loss, total = t.tolist()
     return top1 / total, top5 / total, loss / total
 
 
@@ -73,6 +77,7 @@ def forward_loop(model, loader):
 
 def main(arch: str, argv=None) -> int:
     args = parse_args(argv)
+    distributed.init_from_env("cpu")   # under torchrun: join the process group (gloo)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.quant_mode != "test" and args.deploy:
         print("Warning: Exporting xmodel needs to be done in quantization test mode, turn off it "

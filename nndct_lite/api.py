@@ -156,8 +156,12 @@ class torch_quantizer:  # noqa: N801 - the original's name
     # ----------------------------------------------------------------- deploy
     def export_torch_script(self, output_dir: str = "quantize_result", verbose: bool = False):
         from .export.torchscript import export_torch_script
-        return export_torch_script(self._require_test("export_torch_script"), output_dir,
-                                   verbose=verbose)
+        s = self._require_test("export_torch_script")
+        if s.dist is not None:   # rank 0 writes and gets the module; the others the file's path
+            return s.dist.deploy(lambda: export_torch_script(s, output_dir, verbose=verbose),
+                                 "export_torch_script()",
+                                 reload=lambda: Path(output_dir) / f"{s.graph.model_name}_int.pt")
+        return export_torch_script(s, output_dir, verbose=verbose)
 
     export_traced_torch_script = export_torch_script
 
@@ -166,14 +170,23 @@ class torch_quantizer:  # noqa: N801 - the original's name
                           native_onnx: bool = True, dump_layers: bool = False,
                           check_model: bool = False, opt_graph: bool = False):
         from .export.onnx_qdq import export_onnx_model
-        return export_onnx_model(self._require_test("export_onnx_model"), output_dir,
-                                 dynamic_batch=dynamic_batch, opset_version=opset_version)
+        s = self._require_test("export_onnx_model")
+        if s.dist is not None:   # rank 0 writes; the others get its path
+            return s.dist.deploy(lambda: export_onnx_model(s, output_dir,
+                                                           dynamic_batch=dynamic_batch,
+                                                           opset_version=opset_version),
+                                 "export_onnx_model()")
+        return export_onnx_model(s, output_dir, dynamic_batch=dynamic_batch,
+                                 opset_version=opset_version)
 
     def export_xmodel(self, output_dir: str = "quantize_result", deploy_check: bool = False,
                       dynamic_batch: bool = False):
         from .export.xmodel.build import export_xmodel
-        return export_xmodel(self._require_test("export_xmodel"), output_dir,
-                             deploy_check=deploy_check)
+        s = self._require_test("export_xmodel")
+        if s.dist is not None:   # rank 0 writes; the others get its path
+            return s.dist.deploy(lambda: export_xmodel(s, output_dir, deploy_check=deploy_check),
+                                 "export_xmodel()")
+        return export_xmodel(s, output_dir, deploy_check=deploy_check)
 
     # ----------------------------------------------------------------- helpers
     def _require_session(self, what: str) -> QuantSession:

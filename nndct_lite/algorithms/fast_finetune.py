@@ -127,17 +127,27 @@ def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
 
     def local_loss():
         with torch.no_grad():
-            return sum(float(F.mse_loss(_pred(layer, act, x), t)) for x, t in zip(q_in, target))
+            vals = [float(F.mse_loss(_pred(layer, act, x), t)) for x, t in zip(q_in, target)]
+        return sum(dist.all_batches(vals) if dist is not None else vals)
+
+    # optimizer steps: one cached batch each; with dist, each rank's batch of the step, the
+    # gradients averaged over the ranks (session.dist.steps / average_gradients)
+    steps = [[k] for k in range(len(q_in))] if dist is None else dist.steps(len(q_in))
+    tuned = [layer.weight] + ([layer.bias] if has_bias else [])
 
     best, best_state, epochs = local_loss(), copy.deepcopy(layer.state_dict()), 0
     for epochs in range(1, opts.max_epochs + 1):
         layer.weight.requires_grad_(True)
         if layer.bias is not None:
             layer.bias.requires_grad_(True)
-        for x, t in zip(q_in, target):
+        for step in steps:
             opt.zero_grad()
-            loss = F.mse_loss(_pred(layer, act, x), t) + F.mse_loss(layer.weight, w_f)
-            loss.backward()
+            for k in step:
+                x, t = q_in[k], target[k]
+                loss = F.mse_loss(_pred(layer, act, x), t) + F.mse_loss(layer.weight, w_f)
+                loss.backward()
+            if dist is not None:
+                dist.average_gradients(tuned, len(step))
             opt.step()
         layer.weight.requires_grad_(False)
         if layer.bias is not None:
@@ -179,8 +189,10 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
             mod.bias_corrector = None
     set_mode(model, QuantMode.CALIB)
     _outputs(model, batches)                      # one calibration: all fix positions
+    if session.dist is not None:
+        session.dist.finalize()                   # every rank's calibration steps merged
     set_mode(model, QuantMode.TEST)
-    baseline = _net_loss(model, batches, targets)
+    baseline = _net_loss(model, batches, targets, session.dist)
     layers = [n for n in session.graph.nodes
               if layer_of(model, n)._modules.get("weight_q") is not None]
     batch_size = batches[0][0].shape[0] if isinstance(batches[0][0], torch.Tensor) else 2
@@ -196,9 +208,10 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
                              QuantMode.FLOAT)
         set_mode(model, QuantMode.TEST)
         before = copy.deepcopy(layer.state_dict())
-        epochs = _tune_layer(layer, act, float_act, q_in, f_out, opts, batch_size)
+        epochs = _tune_layer(layer, act, float_act, q_in, f_out, opts, batch_size,
+                             session.dist)
         layer.__dict__.pop("_wcache", None)
-        loss = _net_loss(model, batches, targets)
+        loss = _net_loss(model, batches, targets, session.dist)
         if any(a > b for a, b in zip(loss, baseline)):
             layer.load_state_dict(before)
             layer.__dict__.pop("_wcache", None)
@@ -214,6 +227,12 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
     set_mode(model, QuantMode.CALIB)
     session.fast_finetuned = True
     session.forwards = 0
-    path = atomic_torch_save(model.state_dict(), session.output_dir / PARAM_FILE)
+    state = model.state_dict()
+    if session.dist is None:
+        path = atomic_torch_save(state, session.output_dir / PARAM_FILE)
+    else:   # rank 0 writes, once every rank holds the same parameters
+        path = session.dist.write_once(
+            lambda: atomic_torch_save(state, session.output_dir / PARAM_FILE),
+            "writing param.pth", agree=state)
     log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
              "weights (tuning did not lower the network loss)", path, reverted, len(layers))

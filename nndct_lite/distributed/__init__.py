@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
+import os
 import sys
 
 from .errors import DistributedError
 
-__all__ = ["world", "emulate", "attach", "import_generated", "is_writer", "DistributedError"]
+__all__ = ["world", "emulate", "attach", "import_generated", "is_writer", "backend_for",
+           "init_from_env", "DistributedError"]
 
 _EMULATION: contextvars.ContextVar = contextvars.ContextVar("nndct_lite_emulation", default=None)
 
@@ -82,3 +85,39 @@ def attach(session, w):
     ``session.dist``."""
     from .session import attach as _impl
     return _impl(session, w)
+
+
+def backend_for(device) -> str:
+    """The process-group backend for ``device``: ``"nccl"`` for CUDA, ``"gloo"`` otherwise."""
+    import torch
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def init_from_env(device="cpu", timeout: datetime.timedelta | None = None):
+    """For scripts launched with ``torchrun``: join the default process group, and return the
+    device this process should use.
+
+    Without torchrun's ``WORLD_SIZE``/``RANK`` variables, or with ``WORLD_SIZE=1``, nothing
+    happens (``torch.distributed`` is not touched) and ``device`` comes back unchanged. With
+    them, a CUDA ``device`` becomes ``cuda:<LOCAL_RANK>`` (one GPU per process, backend NCCL);
+    anything else uses gloo. An already initialised group is kept. ``timeout`` (default 30
+    minutes, or ``NNDCT_LITE_DIST_TIMEOUT_S`` seconds) bounds every collective: a rank that
+    dies or stops answering makes the others fail with ``DistributedError`` after at most it.
+    """
+    import torch
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if "RANK" not in os.environ or size <= 1:
+        return torch.device(device)
+    import torch.distributed as dist
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    elif dev.type == "cuda":
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        if timeout is None:
+            timeout = datetime.timedelta(
+                seconds=float(os.environ.get("NNDCT_LITE_DIST_TIMEOUT_S", 1800)))
+        dist.init_process_group(backend_for(dev), timeout=timeout)
+    return dev

@@ -8,6 +8,8 @@ statistics of every batch.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -45,10 +47,19 @@ class CalibrationSync:
         model.register_forward_pre_hook(self._before_forward)
         model.register_forward_hook(self._after_forward)
 
+    detached = False
+
+    def __deepcopy__(self, memo):
+        # a deep copy of the quantized model (e.g. fast finetune's float reference) carries our
+        # hooks; the copy's hooks stay inert and share nothing that cannot be copied
+        twin = copy.copy(self)
+        twin.detached = True
+        return twin
+
     # ----------------------------------------------------------------- hooks
     def _calibrating(self) -> bool:
-        return self.session.mode is QuantMode.CALIB and bool(self.quantizers) \
-            and self.quantizers[0].mode is QuantMode.CALIB
+        return not self.detached and self.session.mode is QuantMode.CALIB \
+            and bool(self.quantizers) and self.quantizers[0].mode is QuantMode.CALIB
 
     def _install(self) -> None:
         for q in self.quantizers:
@@ -79,7 +90,8 @@ class CalibrationSync:
             bc = getattr(m, "bias_corrector", None)
             if isinstance(bc, StepBiasCorrector) and bc.pending is not None:
                 noise, signal, mean_err = bc.take()
-                bcs[j] = (noise, signal, mean_err.detach().cpu().numpy())
+                bcs[j] = (noise, signal,
+                          None if mean_err is None else mean_err.detach().cpu().numpy())
         return {"obs": obs, "bc": bcs}
 
     def apply(self, contributions: list) -> None:
@@ -96,13 +108,17 @@ class CalibrationSync:
             q.observer.end_step(parts)
             view = q.observer.view
             q.nonfinite_batches = view.nonfinite_batches
-            if q.role is not Role.PARAM and not q.keep_params and view.batches:
-                q.params = view.compute()
+            if view.batches and not q.keep_params and \
+                    (q.role is not Role.PARAM or q.params is None or not q.params.is_set):
+                q.params = view.compute()   # a rank without a batch yet takes the weights' too
         for j, m in enumerate(self.layers):
             ms = [c["bc"][j] for c in contributions if j in c["bc"]]
             bc = getattr(m, "bias_corrector", None)
             if ms and isinstance(bc, StepBiasCorrector):
-                bc.apply([(n, s, torch.from_numpy(np.array(e, copy=True))) for n, s, e in ms])
+                if bc.bias is None:          # this rank has not run the layer yet
+                    bc.current_bias(m.bias, m._modules["bias_q"])
+                bc.apply([(n, s, None if e is None else torch.from_numpy(np.array(e, copy=True)))
+                          for n, s, e in ms])
         self.steps_done += 1
 
     # ----------------------------------------------------------------- to implement

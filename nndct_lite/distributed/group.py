@@ -12,6 +12,7 @@ on the default group (NCCL for CUDA tensors); only the small objects use the glo
 from __future__ import annotations
 
 import datetime
+import pickle
 import weakref
 
 import torch
@@ -60,6 +61,9 @@ class ProcessGroupWorld:
             dist.new_group(backend="gloo", timeout=self.timeout)
         self.seq = 0
         self.sessions = 0
+        #: traffic of this rank: collectives made, and bytes it contributed (objects pickled)
+        self.stats = {"object_exchanges": 0, "object_bytes": 0, "tensor_gathers": 0,
+                      "tensor_bytes": 0}
 
     @property
     def is_writer(self) -> bool:
@@ -89,6 +93,8 @@ class ProcessGroupWorld:
         seq = self._arrive(what)
         mine = (seq, channel, what, error, None if error is not None else obj)
         out: list = [None] * self.size
+        self.stats["object_exchanges"] += 1
+        self.stats["object_bytes"] += len(pickle.dumps(mine, protocol=pickle.HIGHEST_PROTOCOL))
         try:
             dist.all_gather_object(out, mine, group=self.object_group)
         except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError subclasses
@@ -135,6 +141,8 @@ class ProcessGroupWorld:
             src = src.cuda()
         src = src.contiguous()
         out = [torch.empty_like(src) for _ in range(self.size)]
+        self.stats["tensor_gathers"] += 1
+        self.stats["tensor_bytes"] += src.numel() * src.element_size()
         try:
             dist.all_gather(out, src)
         except Exception as exc:  # noqa: BLE001

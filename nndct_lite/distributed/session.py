@@ -192,6 +192,21 @@ class GroupSession(CalibrationSync):
                          "they did")
         return self.world.run_on_writer(fn, what, channel=self.channel + "/write")
 
+    def deploy(self, fn, what: str, reload=None):
+        """An export: rank 0 runs ``fn`` (which writes a file) while the others wait; rank 0
+        gets ``fn``'s result, the others ``reload()`` (e.g. loading the written file) or, without
+        ``reload``, rank 0's result when it is a path."""
+        holder = {}
+
+        def run():
+            holder["result"] = fn()
+            r = holder["result"]
+            return r if isinstance(r, (str, Path)) or r is None else None
+        shared = self.world.run_on_writer(run, what, channel=self.channel + "/write")
+        if self.world.is_writer:
+            return holder["result"]
+        return reload() if reload is not None else shared
+
     # ----------------------------------------------------------------- fast finetune
     def steps(self, n_local: int) -> list[list[int]]:
         """Optimizer steps: step k uses this rank's cached batch k, if it has one."""
@@ -260,6 +275,9 @@ class EmulatedSession(CalibrationSync):
         return self.session.forwards
 
     def write_once(self, fn, what: str, agree=None):
+        return fn()
+
+    def deploy(self, fn, what: str, reload=None):
         return fn()
 
     def steps(self, n_local: int) -> list[list[int]]:

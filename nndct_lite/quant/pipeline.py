@@ -5,18 +5,20 @@ placement -> config resolution -> generated model -> quantizers; in test mode it
 ``quantize_result/`` and checks it belongs to this graph."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .. import distributed
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
 from ..config.resolve import NodeInfo
 from ..config.spec import QuantSpec, TargetDevice, TensorKind
-from ..errors import CalibrationError, QuantInfoError
+from ..errors import CalibrationError, ConfigError, QuantInfoError
 from ..graph.capture import capture
 from ..graph.ir import Graph, Node
 from ..graph.ops import CONV_LIKE, OpKind
@@ -38,6 +40,26 @@ __all__ = ["QuantSession", "prepare", "layer_type_of"]
 log = get_logger("quant")
 BIAS_CORR_FILE = "bias_corr.pth"
 PARAM_FILE = "param.pth"
+
+
+#: environment variable: how many calibration batches ``report.md`` is measured on (0: none)
+REPORT_ENV = "NNDCT_LITE_REPORT_BATCHES"
+DEFAULT_REPORT_BATCHES = 1
+
+
+def report_batch_count() -> int:
+    raw = os.environ.get(REPORT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_REPORT_BATCHES
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"{REPORT_ENV}={raw!r} is not an integer", where=REPORT_ENV,
+                          hint="set it to 0 (no report) or a number of batches") from None
+    if n < 0:
+        raise ConfigError(f"{REPORT_ENV}={raw!r} is negative", where=REPORT_ENV,
+                          hint="set it to 0 (no report) or a number of batches")
+    return n
 
 
 def layer_type_of(node: Node) -> str:
@@ -67,6 +89,8 @@ class QuantSession:
     forwards: int = 0
     fast_finetuned: bool = False
     warned_nonfinite: set = field(default_factory=set)
+    dist: object = None   # distributed.attach(): the other ranks (None: one process)
+    report_batches: list = field(default_factory=list)   # kept for report.md (calib mode)
 
     # ------------------------------------------------------------ parameters
     def collect(self) -> tuple[dict[str, QuantParams], dict[str, QuantParams]]:
@@ -89,7 +113,8 @@ class QuantSession:
     def export_quant_config(self) -> Path:
         if self.mode is not QuantMode.CALIB:
             return self._rewrite_test_quant_info()
-        if self.forwards == 0:
+        forwards = self.forwards if self.dist is None else self.dist.finalize()
+        if forwards == 0:
             raise CalibrationError(
                 "quantization is not performed completely: quant_model was never forwarded",
                 hint="forward quantizer.quant_model over your calibration data before calling "
@@ -113,19 +138,42 @@ class QuantSession:
                          fast_finetuned=self.fast_finetuned,
                          bias_corrected=bool(self.config.include_bias_corr),
                          graph_md5=graph_md5(self.graph))
-        if self.config.include_bias_corr:
-            data = torch_bytes(self.bias_corrections())
-            atomic_write_bytes(self.output_dir / BIAS_CORR_FILE, data)
+        data = torch_bytes(self.bias_corrections()) if self.config.include_bias_corr else None
+        if data is not None:
             info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()
-        path = write_quant_info(self.output_dir, info)   # last: it commits the set of files
+
+        def write() -> Path:
+            if data is not None:
+                atomic_write_bytes(self.output_dir / BIAS_CORR_FILE, data)
+            return write_quant_info(self.output_dir, info)   # last: it commits the set of files
+        path = write() if self.dist is None else \
+            self.dist.write_once(write, "writing quant_info.json", agree=repr(info))
         log.info("=>Exporting quant config.(%s)", path)
+        if distributed.is_writer(getattr(self.dist, "world", None)):
+            self._write_report()
         return path
+
+    def _write_report(self) -> None:
+        """``report.md`` (+ chart) on the kept calibration batches; a diagnostic, so a failure
+        is logged and never undoes the exported configuration."""
+        if not self.report_batches:
+            return
+        from ..report import layer_report, log_report, write_report
+        try:
+            rows = layer_report(self, list(self.report_batches))
+            write_report(rows, self.output_dir)
+            log_report(rows)
+        except Exception as exc:  # noqa: BLE001 - the report must not break calibration
+            log.warning("the per-layer report was skipped: %s: %s", type(exc).__name__, exc)
 
     def _rewrite_test_quant_info(self) -> Path:
         params, outputs = self.collect()
         info = QuantInfo(param=params, output=outputs, fast_finetuned=self.fast_finetuned,
                          bias_corrected=bool(self.config.include_bias_corr),
                          graph_md5=graph_md5(self.graph))
+        if self.dist is not None:
+            return self.dist.write_once(lambda: write_quant_info(self.output_dir, info),
+                                        "writing quant_info.json", agree=repr(info))
         return write_quant_info(self.output_dir, info)
 
     def bias_corrections(self) -> dict[str, list[float] | None]:
@@ -336,7 +384,9 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
         return plan.specs(node.name)[kind].spec
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    cls, path = write_and_import(graph, output_dir)
+    w = distributed.world()
+    cls, path = write_and_import(graph, output_dir) if w is None else \
+        distributed.import_generated(w, graph, output_dir)
     dpu_approx = config.target_device is TargetDevice.DPU
     model = build_quant_model(cls, graph, placement, spec_of, dpu_approx=dpu_approx,
                               bias_correction=bool(config.include_bias_corr), device=device,
@@ -344,7 +394,8 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     rewrites["dpu_approximations"] = _approximation_list(graph, model) if dpu_approx else []
     rewrites["float_ops"] = [n.name for n in placement.float_ops]
     rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)
-    _write_resolved(output_dir, config, plan, rewrites)
+    if distributed.is_writer(w):
+        _write_resolved(output_dir, config, plan, rewrites)
     model.train(module.training)
     session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
                            example, path)
@@ -352,8 +403,15 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
         session.load_results()
     set_mode(model, mode)
 
-    def _count(_m, _inp):
+    keep = report_batch_count() if mode is QuantMode.CALIB else 0
+
+    def _count(_m, inp):
         session.forwards += 1
+        if len(session.report_batches) < keep:
+            session.report_batches.append(tuple(
+                a.detach().clone() if isinstance(a, torch.Tensor) else a for a in inp))
     model.register_forward_pre_hook(_count)
+    if w is not None:
+        session.dist = distributed.attach(session, w)
     log.info("=>Quantizable module is generated.(%s)", path)
     return session

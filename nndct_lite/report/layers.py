@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .._log import get_logger
+from ..calib.base import dense_flat
 from ..errors import InputError
 from ..quant.build import layer_of, quantizers, set_mode
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
@@ -181,10 +182,22 @@ class _Acc:
     values: int = 0
 
     def add(self, ref: torch.Tensor, got: torch.Tensor) -> None:
-        ref = ref.detach().double()
-        got = got.detach().double()
+        ref, got = ref.detach(), got.detach()
         if ref.shape != got.shape:
             return
+        if ref.dtype == got.dtype == torch.float32 and ref.stride() == got.stride():
+            # fast path: float32 dot products (relative error ~1e-6, far below 0.01 dB) over
+            # the elements in memory order, the same order for both tensors
+            r, g = dense_flat(ref), dense_flat(got)
+            signal = float(torch.dot(r, r))
+            d = g - r
+            noise = float(torch.dot(d, d))
+            if math.isfinite(signal) and math.isfinite(noise):
+                self.signal += signal
+                self.noise += noise
+                self.values += int(r.numel())
+                return
+        ref, got = ref.double(), got.double()
         ok = torch.isfinite(ref) & torch.isfinite(got)
         if not bool(ok.all()):
             ref, got = ref[ok], got[ok]
@@ -566,16 +579,22 @@ def render_chart(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> bytes | N
     for bar, hatch, r in zip(bars, hatches, rows):
         if hatch:
             bar.set_hatch(hatch)
-        x = bar.get_width()
-        ax.text(x, bar.get_y() + bar.get_height() / 2, f" {_db(r.sqnr_db)} ",
-                va="center", ha="left" if x >= 0 else "right", fontsize=6)
+        if r.index in bad:  # the numbers are in report.md; label only the worst bars
+            x = bar.get_width()
+            ax.text(x, bar.get_y() + bar.get_height() / 2, f" {_db(r.sqnr_db)} ",
+                    va="center", ha="left" if x >= 0 else "right", fontsize=6)
     ax.set_yticks(y)
     ax.set_yticklabels([r.short for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("SQNR of the node output, quantized vs float (dB)")
     ax.set_title(f"{_model_name(rows)}: per-layer SQNR (red: worst {len(bad)})", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    # fixed margins instead of tight_layout(), which would draw the whole figure once more
+    width_in = 8.0
+    label_in = 0.1 + 0.06 * max((len(r.short) for r in rows), default=4)
+    height_in = fig.get_figheight()
+    fig.subplots_adjust(left=min(0.6, (label_in + 0.1) / width_in), right=0.97,
+                        top=1.0 - 0.45 / height_in, bottom=0.5 / height_in)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -218,3 +218,57 @@ def test_helpers():
                       "add") == "layer1.0 add #12"
     assert short_name("ResNet::input_0") == "input_0"
     assert "Every" in render_markdown([]) or "nothing was measured" in render_markdown([])
+
+
+# ------------------------------------------------- written by export_quant_config (issue 7)
+def test_export_quant_config_writes_the_report(calibrated):
+    """calib mode keeps the first batch; export_quant_config measures it and writes report.md
+    (and the chart when matplotlib is there) next to quant_info.json, without changing it."""
+    q, out, batches = calibrated
+    text = (out / REPORT_FILE).read_text()
+    assert "measured on 1 batch(es)" in text
+    assert len(q._session.report_batches) == 1
+    assert torch.equal(q._session.report_batches[0][0], batches[0])
+    rows = layer_report(q._session, [batches[0]])
+    assert text == render_markdown(rows)
+    try:
+        import matplotlib  # noqa: F401
+        assert (out / CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        assert not (out / CHART_FILE).exists()
+
+
+def test_report_batches_environment_variable(tmp_path, monkeypatch):
+    from nndct_lite.errors import ConfigError
+    from nndct_lite.quant.pipeline import REPORT_ENV
+    batches = _batches(2)
+    monkeypatch.setenv(REPORT_ENV, "0")
+    q = torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "a"))
+    q.quant_model(batches[0])
+    q.export_quant_config()
+    assert (tmp_path / "a" / "quant_info.json").is_file()
+    assert not (tmp_path / "a" / REPORT_FILE).exists()
+    monkeypatch.setenv(REPORT_ENV, "2")
+    q = torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "b"))
+    for b in batches:
+        q.quant_model(b)
+    q.export_quant_config()
+    assert "measured on 2 batch(es)" in (tmp_path / "b" / REPORT_FILE).read_text()
+    monkeypatch.setenv(REPORT_ENV, "two")
+    with pytest.raises(ConfigError, match=REPORT_ENV):
+        torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "c"))
+
+
+def test_a_failing_report_never_breaks_the_export(calibrated, tmp_path, monkeypatch, caplog):
+    import nndct_lite.report as report
+    batches = _batches(1)
+    q = torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path))
+    q.quant_model(batches[0])
+
+    def boom(*a, **k):
+        raise RuntimeError("chart exploded")
+    monkeypatch.setattr(report, "layer_report", boom)
+    with caplog.at_level(logging.WARNING, logger="nndct_lite"):
+        q.export_quant_config()
+    assert (tmp_path / "quant_info.json").is_file()
+    assert "report was skipped: RuntimeError: chart exploded" in caplog.text
