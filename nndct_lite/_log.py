@@ -19,7 +19,8 @@ def get_logger(stage: str) -> logging.Logger:
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None,
              disable: bool | None = None) -> Iterable[T]:
-    """A tqdm bar on stderr; off a TTY it only prints a summary line at the end."""
+    """A tqdm bar on stderr when stderr is a terminal; elsewhere (logs, CI) no bar is drawn and
+    the loop's own log lines report progress. ``disable`` overrides the terminal check."""
     if disable is None:
         disable = not sys.stderr.isatty()
     return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, dynamic_ncols=True)

@@ -242,7 +242,16 @@ class QuantSession:
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                                  hint="re-run calibration with this model")
         self.fast_finetuned = info.fast_finetuned
-        if self.config.include_bias_corr:
+        wanted = bool(self.config.include_bias_corr)
+        if info.bias_corrected != wanted:
+            # the calibration decides: its fix positions were computed with (or without) the
+            # corrected biases, and the deployed model must match the test-mode one
+            log.warning("include_bias_corr is %s in this config but %s says the calibration ran "
+                        "%s bias correction; following the calibration (%s)",
+                        str(wanted).lower(), path, "with" if info.bias_corrected else "without",
+                        "applying bias_corr.pth" if info.bias_corrected
+                        else "no bias correction")
+        if info.bias_corrected:
             self._load_bias_corrections(info.bias_corr_sha256)
 
     def _load_bias_corrections(self, sha256: str = "") -> None:

@@ -296,3 +296,24 @@ def test_bias_correction_lowers_the_logit_error_on_resnet20(tmp_path):
     systematic = {k: float(v.mean(0).abs().mean()) for k, v in err.items()}
     assert mae[True] < mae[False], mae
     assert systematic[True] < systematic[False], systematic
+
+
+@pytest.mark.parametrize("calib_bc", [True, False])
+def test_include_bias_corr_mismatch_follows_the_calibration_with_a_warning(tmp_path, calib_bc,
+                                                                            caplog):
+    """decisions.md 6/10: a test-mode config that disagrees with quant_info.json's
+    bias_corrected is not silently ignored; the calibration's choice is applied."""
+    import logging
+    x = _data()
+    q = torch_quantizer("calib", _model(), (x[:1],), output_dir=str(tmp_path),
+                        quant_config_file=write_config(tmp_path, {"include_bias_corr": calib_bc}))
+    forward_batches(q.quant_model, x, 8)
+    q.export_quant_config()
+    with caplog.at_level(logging.WARNING, logger="nndct_lite"):
+        qt = torch_quantizer("test", _model(), (x[:1],), output_dir=str(tmp_path),
+                             quant_config_file=write_config(
+                                 tmp_path, {"include_bias_corr": not calib_bc}, "test.json"))
+    assert f"include_bias_corr is {str(not calib_bc).lower()}" in caplog.text
+    corrected = [layer(qt, n).bias_correction is not None for n in qt.graph.nodes
+                 if n.kind in CONV_LIKE and layer(qt, n).bias is not None]
+    assert all(corrected) if calib_bc else not any(corrected)
