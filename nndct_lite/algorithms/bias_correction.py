@@ -17,6 +17,18 @@ from ..calib.base import dense_flat
 __all__ = ["BiasCorrector"]
 
 
+def channel_mean(t: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """``t.mean(dim=dims)``; for a channels-last 4-D tensor with ``dims`` (0, 2, 3), one
+    matrix-vector product over the ``(N*H*W, C)`` view (the generic reduction is ~3x slower
+    there). Float32 sums in another order: the same mean to ~1e-7 relative."""
+    if t.dim() == 4 and list(dims) == [0, 2, 3] and t.dtype in (torch.float32, torch.float64) \
+            and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        rows = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        ones = torch.ones(rows.shape[0], dtype=t.dtype, device=t.device)
+        return (ones @ rows) / rows.shape[0]
+    return t.mean(dim=dims)
+
+
 def _flat32(t: torch.Tensor) -> torch.Tensor:
     f = dense_flat(t)
     return f if f.dtype in (torch.float32, torch.float64) else f.float()
@@ -71,7 +83,7 @@ class BiasCorrector:
         if self.E > 4.3 or self.D / self.E < 0.05 or abs(dev - self.D / dev) < 0.05:
             self.stopped = True
             return
-        self.bias = self.bias - rate * err.mean(dim=dims)
+        self.bias = self.bias - rate * channel_mean(err, dims)
         self.steps += 1
 
     def correction(self) -> torch.Tensor | None:

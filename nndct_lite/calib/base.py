@@ -84,12 +84,39 @@ def finite_rows(x2: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x2), x2, torch.zeros((), dtype=x2.dtype, device=x2.device))
 
 
+class Scratch:
+    """A reusable 1-D work buffer for the observers of one model.
+
+    The power-of-two search needs a temporary the size of the activation on every batch;
+    allocating it afresh costs more than the arithmetic (new pages are zeroed by the kernel), so
+    the quantizers of a model share one, grown to the largest activation. Not thread-safe:
+    calibration forwards of one model run one at a time."""
+
+    def __init__(self):
+        self._buf: torch.Tensor | None = None
+
+    def get(self, like: torch.Tensor) -> torch.Tensor:
+        """A 1-D tensor of ``like.numel()`` elements, ``like``'s dtype and device (contents
+        undefined)."""
+        n = like.numel()
+        b = self._buf
+        if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+            b = self._buf = torch.empty(n, dtype=like.dtype, device=like.device)
+        return b[:n]
+
+    def __deepcopy__(self, memo):
+        return Scratch()   # a copy of a model does not share (or copy) the buffer
+
+
 class Observer(abc.ABC):
     """Base class of every calibration method. See the module docstring for the protocol.
 
     ``spec`` is the tensor's resolved settings, ``role`` its role, ``axis`` the channel axis for
     per-channel statistics (None: per-tensor), ``name`` only labels log messages.
     """
+
+    #: shared work buffer (set by the quantized model's builder); None: allocate per batch
+    scratch: Scratch | None = None
 
     def __init__(self, spec: QuantSpec, *, role: Role, axis: int | None = None,
                  name: str | None = None):

@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..numerics.fixpoint import TINY_STEP_FIX_POS, max_fix_pos
 from ..numerics.rounding import RoundMode
 from ..quant.params import QuantParams
-from .base import Observer, Role, finite_rows, rows
+from .base import Observer, Role, Scratch, finite_rows, rows
 from .stats import FixPosVotes
 
 __all__ = ["DIFFS_SCOPE", "range_fix_pos", "diffs_fix_pos", "Pof2Observer"]
@@ -125,13 +125,13 @@ def _clip_error_one(x: torch.Tensor, fp: int, spec: QuantSpec, buf: torch.Tensor
 
 
 def _search_one(x: torch.Tensor, fp0: int, mn: float, mx: float, spec: QuantSpec,
-                scope: int) -> int:
+                scope: int, scratch: Scratch | None = None) -> int:
     """The diffs search of one per-tensor row, pruned without changing its answer: candidates
     are tried from ``fp0`` upwards, and once a candidate's clipping error alone is above the best
     error so far, it and every larger fp are skipped (their errors can only be larger)."""
     cap = max_fix_pos(spec.bit_width)
     r = spec.int_range
-    buf = torch.empty_like(x)
+    buf = scratch.get(x) if scratch is not None else torch.empty_like(x)
     best_k, best = 0, math.inf
     for k in range(scope):
         fp = fp0 + k
@@ -149,14 +149,15 @@ def _search_one(x: torch.Tensor, fp0: int, mn: float, mx: float, spec: QuantSpec
 
 
 def _search(x2: torch.Tensor, fp0: list[int], spec: QuantSpec, scope: int,
-            mn: list[float] | None = None, mx: list[float] | None = None) -> list[int]:
+            mn: list[float] | None = None, mx: list[float] | None = None,
+            scratch: Scratch | None = None) -> list[int]:
     cap = max_fix_pos(spec.bit_width)
     base = [min(f, cap) for f in fp0]
     active = [f < cap for f in fp0]
     if scope <= 1 or not any(active):
         return base
     if x2.shape[0] == 1 and mn is not None:
-        return [_search_one(x2[0], fp0[0], mn[0], mx[0], spec, scope)]
+        return [_search_one(x2[0], fp0[0], mn[0], mx[0], spec, scope, scratch)]
     buf, neg = torch.empty_like(x2), torch.neg(x2)
     errors = torch.stack([_sq_errors(x2, neg, [b + k for b in base], spec, buf)
                           for k in range(scope)]).tolist()
@@ -170,11 +171,15 @@ def _search(x2: torch.Tensor, fp0: list[int], spec: QuantSpec, scope: int,
     return out
 
 
-def _fix_positions(x2: torch.Tensor, spec: QuantSpec, scope: int, name: str | None):
+def _fix_positions(x2: torch.Tensor, spec: QuantSpec, scope: int, name: str | None,
+                   scratch: Scratch | None = None):
     """``(fix positions or None, had non-finite values)`` for the rows of ``x2``."""
     nonfinite = False
     for attempt in range(2):
-        mn, mx = x2.amin(dim=1), x2.amax(dim=1)  # aminmax(dim=) is ~20x slower on CPU
+        if x2.shape[0] == 1:   # one pass; aminmax(dim=) is ~20x slower on CPU than amin+amax
+            mn, mx = (v.reshape(1) for v in torch.aminmax(x2))
+        else:
+            mn, mx = x2.amin(dim=1), x2.amax(dim=1)
         fp0, overflow = range_fix_pos(mn, mx, spec.bit_width)
         host = torch.stack([mn, mx, fp0, overflow.to(mn.dtype)]).tolist()  # the one sync
         if attempt == 0 and not all(map(math.isfinite, host[0] + host[1])):
@@ -188,7 +193,8 @@ def _fix_positions(x2: torch.Tensor, spec: QuantSpec, scope: int, name: str | No
     if any(host[3]):
         _LOG.warning("%s: max|x| is below ~3.7e-37, 1/step overflows; calibrated as an all-zero "
                      "tensor (fix position %d)", name or "tensor", max_fix_pos(spec.bit_width))
-    return _search(x2, [int(f) for f in host[2]], spec, scope, host[0], host[1]), nonfinite
+    return (_search(x2, [int(f) for f in host[2]], spec, scope, host[0], host[1], scratch),
+            nonfinite)
 
 
 def diffs_fix_pos(x: torch.Tensor, spec: QuantSpec, *, scope: int = DIFFS_SCOPE,
@@ -247,7 +253,8 @@ class Pof2Observer(Observer):
         self.votes = FixPosVotes()
 
     def _observe(self, x: torch.Tensor) -> bool:
-        fps, nonfinite = _fix_positions(rows(x, self.axis), self.spec, self.scope, self.name)
+        fps, nonfinite = _fix_positions(rows(x, self.axis), self.spec, self.scope, self.name,
+                                        self.scratch)
         self.nonfinite_batches += nonfinite
         if fps is None:
             return False

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..algorithms.bias_correction import BiasCorrector
+from ..calib.base import Scratch
 from ..calib import Role
 from ..codegen.python import generate_source
 from ..config.spec import QuantSpec, TensorKind
@@ -145,6 +146,7 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
     """Instantiate the generated class, load the (folded) parameters, attach quantizers."""
     model = cls()
     prefix = graph.model_name + "::"
+    scratch = Scratch()
     for node in graph.nodes:
         mod = layer_of(model, node)
         mod.node_name = node.name
@@ -154,6 +156,7 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
             role = Role.MODEL_INPUT if node.kind is OpKind.INPUT else Role.ACTIVATION
             mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role,
                                       target=target)
+            mod.out_q.scratch = scratch
             _fast_path(mod, node, placement)
         if node.kind in CONV_LIKE and node in placement.group_of \
                 and placement.group_of[node] not in placement.float_heads:

@@ -53,12 +53,14 @@ class FakeQuantizer(nn.Module):
         # quantizer was skipped, so clamp the codes at 0 (clamp(R(y), 0, qmax) == Q(relu(y)))
         self.inplace = False
         self.relu_fused = False
+        self.scratch = None   # the model's shared observer work buffer (calib.base.Scratch)
 
     def set_mode(self, mode: QuantMode) -> None:
         self.mode = mode
         if mode is QuantMode.CALIB and self.observer is None and not self.keep_params:
             self.observer = make_observer(self.spec, role=self.role, axis=self.axis,
                                           target=self.target, name=self.key)
+            self.observer.scratch = self.scratch
 
     def observe(self, x: torch.Tensor) -> None:
         if self.keep_params:
