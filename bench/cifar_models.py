@@ -341,8 +341,8 @@ def paired_eval(model, ref, x: torch.Tensor, y: torch.Tensor, bs: int, ref_every
 def worker_env(omp_wait_policy: str) -> dict:
     """Environment of a benchmark subprocess.
 
-    ``omp_wait_policy`` PASSIVE (the benches' default) or ACTIVE sets ``OMP_WAIT_POLICY``;
-    ``inherit`` keeps this process's. On a shared machine (other jobs on the same 2 cores)
+    ``omp_wait_policy`` PASSIVE or ACTIVE sets ``OMP_WAIT_POLICY``; ``inherit`` (the benches'
+    default, what a user gets) keeps this process's. On a shared machine (other jobs on the same 2 cores)
     libgomp's default active spin-wait makes every small op of a 2-thread process wait for a
     descheduled partner thread: measured 10x slower wall time and 8x the CPU time for the
     quantized ResNet-20, and it inflates models with many small ops (fake quant) more than the

@@ -224,7 +224,7 @@ def run_config(model_name: str, key: str, n_calib: int, n_test: int, bs: int = 1
     return res
 
 
-def run_config_subprocess(spec: dict, timeout: float | None = None, omp: str = "PASSIVE") -> dict:
+def run_config_subprocess(spec: dict, timeout: float | None = None, omp: str = "inherit") -> dict:
     """Run ``run_config(**spec)`` in a fresh interpreter (clean peak RSS)."""
     spec = dict(spec)
     threads = spec.pop("threads", 2)
@@ -324,7 +324,8 @@ def write_doc(path: Path, results: dict, argv: list[str], info: str, args, elaps
         f"* worker subprocesses ran with `OMP_WAIT_POLICY={getattr(args, 'omp_wait_policy', 'inherit')}` "
         "(`--omp-wait-policy`; " + ("this run's own environment: " + cm.omp_note() + "; "
                                     if getattr(args, "in_process", True) else "") +
-        "the machine is shared, and libgomp's default spin-wait makes 2-thread timings of "
+        "`inherit` is what a user gets, libgomp's default spin-then-sleep; pass `PASSIVE` on a "
+        "machine shared with other jobs, where the default spin-wait makes 2-thread timings of "
         "many-small-op models, i.e. fake quant, up to 10x slower than the float reference)",
         f"* data: first {args.n_calib} images of `calib.npz` for calibration (batches of "
         f"{args.batch_size}), first {args.n_test} of `test.npz` for evaluation"
@@ -400,10 +401,10 @@ def parse_args(argv):
     p.add_argument("--ft-models", default="all",
                    help="models that get the fast-finetune rows ('all' or a comma list); fast "
                         "finetune is the slowest configuration by far")
-    p.add_argument("--omp-wait-policy", default="PASSIVE",
+    p.add_argument("--omp-wait-policy", default="inherit",
                    choices=["PASSIVE", "ACTIVE", "inherit"],
-                   help="OMP_WAIT_POLICY of the worker subprocesses (default PASSIVE: on a shared "
-                        "machine the default spin-wait makes 2-thread timings meaningless)")
+                   help="OMP_WAIT_POLICY of the worker subprocesses (default: inherit, what a "
+                        "user gets; PASSIVE on a machine shared with other jobs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--synthetic", action="store_true", help="random data and weights")
     p.add_argument("--in-process", action="store_true",
