@@ -62,6 +62,26 @@ def report_batch_count() -> int:
     return n
 
 
+#: the report measures at most this many input values per kept batch (whole samples)
+REPORT_MAX_INPUT_VALUES = 1 << 20
+
+
+def report_sample(args: tuple) -> tuple:
+    """A copy of one forward's inputs for the report: the first samples of a batch whose
+    tensors share their first dimension, as many as keep the inputs under
+    ``REPORT_MAX_INPUT_VALUES`` values (at least one); other inputs whole."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    n = None
+    if tensors and all(t.dim() > 0 for t in tensors) and \
+            len({t.shape[0] for t in tensors}) == 1:
+        batch = tensors[0].shape[0]
+        per_sample = sum(t.numel() for t in tensors) // max(batch, 1)
+        limit = max(1, REPORT_MAX_INPUT_VALUES // max(per_sample, 1))
+        n = limit if batch > limit else None
+    return tuple((a[:n] if n is not None else a).detach().clone()
+                 if isinstance(a, torch.Tensor) else a for a in args)
+
+
 def layer_type_of(node: Node) -> str:
     """The torch-side type name ``layer_type`` rules match (``Conv2d``, ``add``, ``cat`` ...)."""
     if node.kind is OpKind.INPUT:
@@ -417,8 +437,7 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     def _count(_m, inp):
         session.forwards += 1
         if len(session.report_batches) < keep:
-            session.report_batches.append(tuple(
-                a.detach().clone() if isinstance(a, torch.Tensor) else a for a in inp))
+            session.report_batches.append(report_sample(inp))
     model.register_forward_pre_hook(_count)
     if w is not None:
         session.dist = distributed.attach(session, w)

@@ -272,3 +272,18 @@ def test_a_failing_report_never_breaks_the_export(calibrated, tmp_path, monkeypa
         q.export_quant_config()
     assert (tmp_path / "quant_info.json").is_file()
     assert "report was skipped: RuntimeError: chart exploded" in caplog.text
+
+
+def test_report_sample_keeps_whole_samples_under_the_limit(monkeypatch):
+    from nndct_lite.quant import pipeline
+    monkeypatch.setattr(pipeline, "REPORT_MAX_INPUT_VALUES", 1000)
+    x, m = torch.randn(16, 3, 10, 10), torch.ones(16, 4)       # 304 values per sample
+    kept = pipeline.report_sample((x, m, 7))
+    assert kept[0].shape[0] == kept[1].shape[0] == 3 and kept[2] == 7
+    assert torch.equal(kept[0], x[:3]) and kept[0].data_ptr() != x.data_ptr()
+    small = pipeline.report_sample((x[:2],))
+    assert small[0].shape[0] == 2
+    odd = pipeline.report_sample((x, torch.ones(5)))          # no common batch dim: whole
+    assert odd[0].shape[0] == 16 and odd[1].shape[0] == 5
+    one = pipeline.report_sample((torch.randn(4, 3000),))       # one sample over the limit
+    assert one[0].shape[0] == 1
