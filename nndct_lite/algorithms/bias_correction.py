@@ -62,29 +62,54 @@ class BiasCorrector:
         ``reuse_out_f`` (the caller made ``out_f`` for this call) it is overwritten."""
         if self.stopped or self.bias is None:
             return
+        signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
+        rate = self._advance(signal, noise)
+        if rate is not None:   # the channel means only when they are used
+            self.bias = self.bias - rate * channel_mean(err, dims)
+            self.steps += 1
+
+    def measure(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int],
+                reuse_out_f: bool = False):
+        """``(noise, signal, mean_err)`` of one batch, as ``step`` computes them (for callers
+        that apply the update later, e.g. a step of several ranks; ``update`` applies it)."""
+        signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
+        usable = noise != 0.0 and signal != 0.0 and math.isfinite(noise)
+        return noise, signal, channel_mean(err, dims) if usable else None
+
+    def update(self, noise: float, signal: float, mean_err) -> None:
+        """``step``'s state machine and bias move on a ``measure`` result."""
+        rate = self._advance(signal, noise)
+        if rate is not None:
+            self.bias = self.bias - rate * mean_err.to(device=self.bias.device)
+            self.steps += 1
+
+    @staticmethod
+    def _powers(out_q, out_f, reuse_out_f: bool):
         n = out_f.numel()
         f = _flat32(out_f)
         signal = float(torch.dot(f, f)) / n
         # -out_f + out_q is out_q - out_f bit for bit
         err = out_f.neg_().add_(out_q) if reuse_out_f and out_f is not out_q else out_q - out_f
         e = _flat32(err)
-        noise = float(torch.dot(e, e)) / n
+        return signal, float(torch.dot(e, e)) / n, err
+
+    def _advance(self, signal: float, noise: float) -> float | None:
+        """Advance ``E``/``D``; the rate of this batch's move, or None once stopped."""
         if noise == 0.0 or signal == 0.0 or not math.isfinite(noise):
             self.stopped = True
-            return
+            return None
         eff = 1.25 * math.log10(signal / noise)
         dev = abs(eff - self.E)
         if dev == 0.0:
             self.stopped = True
-            return
+            return None
         self.E = (4.0 * self.E + eff) / 5.0
         self.D = (4.0 * self.D + dev) / 5.0
         rate = self.rate / 2.0 if self.E > 4.0 else self.rate
         if self.E > 4.3 or self.D / self.E < 0.05 or abs(dev - self.D / dev) < 0.05:
             self.stopped = True
-            return
-        self.bias = self.bias - rate * channel_mean(err, dims)
-        self.steps += 1
+            return None
+        return rate
 
     def correction(self) -> torch.Tensor | None:
         """``b_f - b_final`` (what bias_corr.pth stores), or None if the layer never ran."""

@@ -20,11 +20,8 @@ the updates of the step's batches at its end, one after the other in rank order.
 from __future__ import annotations
 
 import copy
-import math
 
-import torch
-
-from ..algorithms.bias_correction import BiasCorrector, _flat32
+from ..algorithms.bias_correction import BiasCorrector
 from ..calib import Role
 
 __all__ = ["StepObserver", "StepBiasCorrector"]
@@ -114,18 +111,6 @@ class StepBiasCorrector(BiasCorrector):
         new.pending = None
         return new
 
-    def measure(self, out_q, out_f, dims, reuse_out_f: bool = False):
-        """``(noise, signal, mean_err)`` of one batch, computed as ``BiasCorrector.step`` does."""
-        n = out_f.numel()
-        f = _flat32(out_f)
-        signal = float(torch.dot(f, f)) / n
-        err = out_f.neg_().add_(out_q) if reuse_out_f and out_f is not out_q else out_q - out_f
-        e = _flat32(err)
-        noise = float(torch.dot(e, e)) / n
-        mean_err = err.mean(dim=dims) if noise != 0.0 and signal != 0.0 \
-            and math.isfinite(noise) else None
-        return noise, signal, mean_err
-
     def step(self, out_q, out_f, dims, *, reuse_out_f: bool = False) -> None:
         if self.stopped or self.bias is None:
             return
@@ -134,25 +119,6 @@ class StepBiasCorrector(BiasCorrector):
     def take(self):
         m, self.pending = self.pending, None
         return m
-
-    def update(self, noise: float, signal: float, mean_err) -> None:
-        """The state machine of ``BiasCorrector.step`` on one measurement."""
-        if noise == 0.0 or signal == 0.0 or not math.isfinite(noise):
-            self.stopped = True
-            return
-        eff = 1.25 * math.log10(signal / noise)
-        dev = abs(eff - self.E)
-        if dev == 0.0:
-            self.stopped = True
-            return
-        self.E = (4.0 * self.E + eff) / 5.0
-        self.D = (4.0 * self.D + dev) / 5.0
-        rate = self.rate / 2.0 if self.E > 4.0 else self.rate
-        if self.E > 4.3 or self.D / self.E < 0.05 or abs(dev - self.D / dev) < 0.05:
-            self.stopped = True
-            return
-        self.bias = self.bias - rate * mean_err.to(device=self.bias.device)
-        self.steps += 1
 
     def apply(self, measurements) -> None:
         """The updates of one step's batches, in rank order (a stop skips the rest)."""
