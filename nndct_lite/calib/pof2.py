@@ -59,6 +59,15 @@ def range_fix_pos(mn: torch.Tensor, mx: torch.Tensor, bit_width: int):
     return fp0, positive & ~ok
 
 
+def _round_codes(buf: torch.Tensor, mode: RoundMode) -> None:
+    if mode is RoundMode.FLOOR:
+        buf.floor_()
+    elif mode is RoundMode.CEIL:
+        buf.ceil_()
+    else:
+        buf.round_()
+
+
 def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: QuantSpec,
                buf: torch.Tensor) -> torch.Tensor:
     """Per-row ``sum((x - fakequant(x, fp))^2)`` for one candidate fp per row.
@@ -74,12 +83,7 @@ def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: Qua
         back = torch.tensor([math.ldexp(1.0, -f) for f in fps], **kw).unsqueeze(1)
     r = spec.int_range
     torch.mul(x2, m, out=buf)
-    if spec.round_mode is RoundMode.FLOOR:
-        buf.floor_()
-    elif spec.round_mode is RoundMode.CEIL:
-        buf.ceil_()
-    else:
-        buf.round_()
+    _round_codes(buf, spec.round_mode)
     buf.clamp_(r.qmin, r.qmax)
     if isinstance(back, float):
         torch.add(neg_x2, buf, alpha=back, out=buf)
@@ -91,15 +95,6 @@ def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: Qua
 #: a candidate is skipped when its clipping error alone exceeds the best full error by this factor
 #: (both are float32 sums; their rounding is many orders of magnitude below 1 %)
 _PRUNE_MARGIN = 1.01
-
-
-def _round_codes(buf: torch.Tensor, mode: RoundMode) -> None:
-    if mode is RoundMode.FLOOR:
-        buf.floor_()
-    elif mode is RoundMode.CEIL:
-        buf.ceil_()
-    else:
-        buf.round_()
 
 
 def _error_one(x: torch.Tensor, fp: int, spec: QuantSpec, buf: torch.Tensor,

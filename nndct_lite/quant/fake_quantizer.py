@@ -76,22 +76,18 @@ class FakeQuantizer(nn.Module):
         if self.mode is QuantMode.FLOAT or not isinstance(x, torch.Tensor) \
                 or not x.is_floating_point() or x.numel() == 0:
             return x
-        p = self.params
-        if self.mode is QuantMode.CALIB:
+        calib = self.mode is QuantMode.CALIB
+        if calib:
             self.observe(x)
-            p = self.params
-            # in place where the test mode would be (in calibration a fused ReLU still runs,
-            # and its output is fresh or the single-use tensor it rectified in place)
-            if self.inplace and p is not None \
-                    and type(p.fix_pos) is int and not x.requires_grad:
-                r = self.spec.int_range
-                return fake_quantize_pof2_(x, p.fix_pos, r.qmin, r.qmax, self.spec.round_mode)
-            return apply_params(x, p, self.spec)
+        p = self.params
+        # test mode skipped a fused ReLU, so it clamps the codes at 0; in calibration the ReLU
+        # still ran, and its output is fresh or the single-use tensor it rectified in place
+        fused = self.relu_fused and not calib
         if self.inplace and p is not None and type(p.fix_pos) is int and not x.requires_grad:
             r = self.spec.int_range
-            lo = max(r.qmin, 0) if self.relu_fused else r.qmin
+            lo = max(r.qmin, 0) if fused else r.qmin
             return fake_quantize_pof2_(x, p.fix_pos, lo, r.qmax, self.spec.round_mode)
-        if self.relu_fused:
+        if fused:
             x = torch.relu(x)
         return apply_params(x, p, self.spec)
 
