@@ -5,7 +5,11 @@ The state machine per layer: running averages ``E`` (of the quantization efficie
 ``eff = 1.25 * log10(mean(out_f^2) / mean(err^2))``) and ``D`` (of its deviation); rate 0.05,
 halved for a batch when ``E > 4``; the layer stops for good when ``E > 4.3``, ``D/E < 0.05`` or
 ``|dev - D/dev| < 0.05``. The bias is snapped to its grid only on the first batch; later moves
-accumulate in float (the original's behaviour, T29)."""
+accumulate in float (the original's behaviour, T29).
+
+The batch statistics (``mean(out_f^2)``, ``mean(err^2)``, the channel means of ``err``) come from
+one fused pass (``numerics.native.bc_stats``, double accumulation) where the kernels are
+available, else from torch ops in float32; the two agree to ~1e-7 relative."""
 from __future__ import annotations
 
 import math
@@ -13,6 +17,7 @@ import math
 import torch
 
 from ..calib.base import dense_flat
+from ..numerics import native
 
 __all__ = ["BiasCorrector"]
 
@@ -62,6 +67,10 @@ class BiasCorrector:
         ``reuse_out_f`` (the caller made ``out_f`` for this call) it is overwritten."""
         if self.stopped or self.bias is None:
             return
+        fused = native.bc_stats(out_q, out_f, dims)
+        if fused is not None:
+            self.update(fused[1], fused[0], fused[2])
+            return
         signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
         rate = self._advance(signal, noise)
         if rate is not None:   # the channel means only when they are used
@@ -72,9 +81,16 @@ class BiasCorrector:
                 reuse_out_f: bool = False):
         """``(noise, signal, mean_err)`` of one batch, as ``step`` computes them (for callers
         that apply the update later, e.g. a step of several ranks; ``update`` applies it)."""
-        signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
+        fused = native.bc_stats(out_q, out_f, dims)
+        if fused is not None:
+            signal, noise, mean_err = fused
+        else:
+            signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
+            mean_err = None
         usable = noise != 0.0 and signal != 0.0 and math.isfinite(noise)
-        return noise, signal, channel_mean(err, dims) if usable else None
+        if not usable:
+            return noise, signal, None
+        return noise, signal, mean_err if mean_err is not None else channel_mean(err, dims)
 
     def update(self, noise: float, signal: float, mean_err) -> None:
         """``step``'s state machine and bias move on a ``measure`` result."""

@@ -28,6 +28,7 @@ import torch
 from .._log import get_logger
 from ..config.spec import CalibMethod, QuantSpec, StatMethod
 from ..errors import ConfigError
+from ..numerics import native
 from ..numerics.fixpoint import TINY_STEP_FIX_POS, max_fix_pos
 from ..numerics.rounding import RoundMode
 from ..quant.params import QuantParams
@@ -92,6 +93,10 @@ def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: Qua
     return buf.mul_(buf).sum(dim=1)
 
 
+#: rounding of the fused search's codes (native.diffs_errors): half_even stands for every
+#: round-to-nearest mode, as in ``_round_codes``
+_NATIVE_MODE = {RoundMode.FLOOR: "floor", RoundMode.CEIL: "ceil"}
+
 #: a candidate is skipped when its clipping error alone exceeds the best full error by this factor
 #: (both are float32 sums; their rounding is many orders of magnitude below 1 %)
 _PRUNE_MARGIN = 1.01
@@ -126,6 +131,10 @@ def _search_one(x: torch.Tensor, fp0: int, mn: float, mx: float, spec: QuantSpec
     error so far, it and every larger fp are skipped (their errors can only be larger)."""
     cap = max_fix_pos(spec.bit_width)
     r = spec.int_range
+    errors = native.diffs_errors(x, [fp0 + k for k in range(scope)], r.qmin, r.qmax,
+                                 _NATIVE_MODE.get(spec.round_mode, "half_even"))
+    if errors is not None:   # every candidate in one fused pass; the first minimum wins
+        return min(fp0 + errors.index(min(errors)), cap)
     buf = scratch.get(x) if scratch is not None else torch.empty_like(x)
     best_k, best = 0, math.inf
     for k in range(scope):

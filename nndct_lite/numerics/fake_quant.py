@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import torch
 
+from . import native
 from .rounding import RoundMode, scaled_round
 
 __all__ = [
@@ -98,6 +99,9 @@ def fake_quantize_pof2_(x: torch.Tensor, fp: int, qmin: int, qmax: int,
     (bit-identical to the out-of-place version; falls back to it outside the fast cases)."""
     if x.dtype != torch.float32 or not -100 < int(fp) < 100 or x.requires_grad:
         return x.copy_(fake_quantize_pof2(x, fp, qmin, qmax, mode))
+    if mode in (RoundMode.HALF_UP, RoundMode.HALF_EVEN) and \
+            native.fake_quantize_(x, int(fp), qmin, qmax, mode is RoundMode.HALF_UP):
+        return x   # one fused pass, the same bits as the ops below
     m = math.ldexp(1.0, int(fp))
     if mode is RoundMode.HALF_UP:
         x.mul_(2.0 * m).floor_().mul_(0.5).ceil_()

@@ -1,0 +1,234 @@
+"""Optional fused CPU kernels (``fused.c``): one pass over memory where the torch-op path makes
+four to thirteen.
+
+The C source ships with the package and is compiled on first use with the system C compiler
+(``cc``, or ``$CC``) into a per-user cache (``$NNDCT_LITE_CACHE_DIR``, default
+``~/.cache/nndct_lite``), keyed by the source, the flags, the compiler and the CPU, and written
+atomically; later processes only load it (ctypes, no Python C-API, no torch headers: it builds in
+well under a second). Without a compiler, or with ``NNDCT_LITE_NATIVE=0``, every caller falls back
+to the torch ops, logged once.
+
+What changes with the kernels: nothing elementwise. Fake quantization gives the same bits as the
+torch path (the same IEEE operations in the same order). The sums of the diffs search and of the
+bias-correction statistics are accumulated per block in float32 and across blocks in double, so
+they differ from torch's float32 reductions in the last bits; the choices made from them (fix
+positions, the bias-correction schedule) differ only where two candidates are within about 1e-7
+of each other. Every kernel works on dense float32 CPU tensors; anything else takes the torch path.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from .._log import get_logger
+
+__all__ = ["available", "kernels", "NATIVE_ENV", "CACHE_ENV", "fake_quantize_", "diffs_errors",
+           "bc_stats"]
+
+log = get_logger("numerics")
+
+NATIVE_ENV = "NNDCT_LITE_NATIVE"
+CACHE_ENV = "NNDCT_LITE_CACHE_DIR"
+_SOURCE = Path(__file__).with_name("fused.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
+          "-ffp-contract=off",
+          "-std=c99", "-shared", "-fPIC"]
+
+_lock = threading.Lock()
+_state: dict = {}          # "lib": the loaded library or None once tried
+
+#: tensors of at least this many elements are cut into two halves (at a block boundary), each
+#: its own kernel call, so that a parallel runner can take them later; the cut does not depend
+#: on the thread count, so neither do the sums.
+SPLIT_MIN = 1 << 16
+_BLOCK = 2048              # fused.c's BLOCK: halves start on a block boundary
+
+
+def _halves(n: int) -> list[tuple[int, int]]:
+    if n < SPLIT_MIN:
+        return [(0, n)]
+    mid = (n // 2 + _BLOCK - 1) // _BLOCK * _BLOCK
+    return [(0, mid), (mid, n - mid)]
+
+
+def _run_parts(calls: list) -> None:
+    """Run the zero-argument kernel ``calls`` in order. (A helper thread for the second half was
+    measured slower on 2 cores: it competes with torch's spinning OpenMP workers.)"""
+    for c in calls:
+        c()
+
+
+def _cpu_key() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "nndct_lite"
+
+
+def _build() -> ctypes.CDLL:
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, or $CC) on PATH")
+    src = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([src, " ".join(_FLAGS).encode(), cc.encode(),
+                                     _cpu_key().encode(), sys.platform.encode()])).hexdigest()[:16]
+    target = _cache_dir() / "native" / key / "libnndct_fused.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+            os.replace(tmp, target)   # atomic: a concurrent process sees all or nothing
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.debug("built the fused kernels: %s", target)
+    lib = ctypes.CDLL(str(target))
+    f32, i64, f64p = ctypes.c_float, ctypes.c_int64, ctypes.POINTER(ctypes.c_double)
+    vp = ctypes.c_void_p
+    for name in ("nl_fq_half_up", "nl_fq_half_even"):
+        getattr(lib, name).argtypes = [vp, i64, f32, f32, f32, f32]
+        getattr(lib, name).restype = None
+    lib.nl_diffs_errors.argtypes = [vp, i64, ctypes.POINTER(f32), ctypes.POINTER(f32),
+                                    ctypes.c_int, ctypes.c_int, f32, f32, f64p]
+    lib.nl_diffs_errors.restype = None
+    lib.nl_bc_stats.argtypes = [vp, vp, i64, i64, i64, f64p, f64p]
+    lib.nl_bc_stats.restype = None
+    return lib
+
+
+def kernels() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on the first call; None when disabled or when it
+    cannot be built (the reason is logged once)."""
+    if "lib" in _state:
+        return _state["lib"]
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]
+        lib = None
+        if os.environ.get(NATIVE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+            log.info("fused CPU kernels disabled (%s=0): using torch ops", NATIVE_ENV)
+        else:
+            try:
+                lib = _build()
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
+                log.info("fused CPU kernels unavailable (%s: %s): using torch ops, which is "
+                         "slower but gives the same fake-quant results", type(exc).__name__, exc)
+        _state["lib"] = lib
+        return lib
+
+
+def available() -> bool:
+    return kernels() is not None
+
+
+def _reset_for_tests() -> None:
+    _state.clear()
+
+
+def _dense_f32(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and \
+        (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
+
+
+_MODES = {"half_even": 0, "half_up": 1, "floor": 2, "ceil": 3}
+
+
+def fake_quantize_(x: torch.Tensor, fp: int, qmin: int, qmax: int, half_up: bool) -> bool:
+    """In-place power-of-two fake quantization of a dense float32 CPU tensor (half_up or
+    half_even); False (nothing done) when the kernels or the tensor do not fit."""
+    lib = kernels()
+    if lib is None or not _dense_f32(x) or x.numel() == 0:
+        return False
+    s = 2.0 ** -fp
+    fn, m = (lib.nl_fq_half_up, 2.0 ** (fp + 1)) if half_up else (lib.nl_fq_half_even, 2.0 ** fp)
+    ptr, size = x.data_ptr(), x.element_size()
+    _run_parts([(lambda a=a, n=n: fn(ptr + a * size, n, m, s, qmin, qmax))
+                for a, n in _halves(x.numel())])
+    return True
+
+
+def diffs_errors(x: torch.Tensor, fps: list[int], qmin: int, qmax: int,
+                 mode: str) -> list[float] | None:
+    """``[sum((x - clamp(round(x * 2^f)) * 2^-f)^2) for f in fps]`` in one pass (``mode``:
+    half_even, floor or ceil), or None when the kernels or the tensor do not fit."""
+    lib = kernels()
+    if lib is None or not _dense_f32(x) or not fps or len(fps) > 16:
+        return None
+    k = len(fps)
+    m = (ctypes.c_float * k)(*[2.0 ** f for f in fps])
+    s = (ctypes.c_float * k)(*[2.0 ** -f for f in fps])
+    ptr, size, code = x.data_ptr(), x.element_size(), _MODES[mode]
+    parts = _halves(x.numel())
+    outs = [(ctypes.c_double * k)() for _ in parts]
+    _run_parts([(lambda a=a, n=n, o=o: lib.nl_diffs_errors(ptr + a * size, n, m, s, k, code,
+                                                          qmin, qmax, o))
+                for (a, n), o in zip(parts, outs)])
+    return [sum(o[j] for o in outs) for j in range(k)]
+
+
+def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]):
+    """``(mean(out_f^2), mean((out_q - out_f)^2), per-channel mean of out_q - out_f)`` in one
+    pass, the channel being the one dimension not in ``dims``; None when the kernels, the
+    tensors or ``dims`` do not fit (then the caller takes the torch path)."""
+    lib = kernels()
+    if lib is None or out_q.shape != out_f.shape or out_q.dim() < 2 or \
+            not (_dense_f32(out_q) and _dense_f32(out_f)) or out_q.stride() != out_f.stride():
+        return None
+    keep = [d for d in range(out_q.dim()) if d not in dims]
+    if len(keep) != 1 or sorted(dims) != [d for d in range(out_q.dim()) if d != keep[0]]:
+        return None
+    ch = keep[0]
+    shape = out_q.shape
+    if out_q.is_contiguous():
+        outer = 1
+        for d in range(ch):
+            outer *= shape[d]
+        inner = out_q.numel() // max(outer * shape[ch], 1)
+    elif out_q.dim() == 4 and ch == 1:      # channels-last: (N, H, W, C) in memory
+        outer, inner = out_q.numel() // max(shape[1], 1), 1
+    else:
+        return None
+    c = shape[ch]
+    if out_q.numel() == 0 or c == 0:
+        return None
+    n = out_q.numel()
+    row = c * inner * out_q.element_size()                  # bytes of one outer index
+    cut = [(0, outer)] if outer < 2 or n < SPLIT_MIN else [(0, outer // 2),
+                                                           (outer // 2, outer - outer // 2)]
+    sums = [(ctypes.c_double * 2)() for _ in cut]
+    csum = torch.empty(len(cut), c, dtype=torch.float64)
+    pq, pf = out_q.data_ptr(), out_f.data_ptr()
+    dp = ctypes.POINTER(ctypes.c_double)
+    _run_parts([(lambda a=a, o=o, i=i: lib.nl_bc_stats(
+        pq + a * row, pf + a * row, o, c, inner, sums[i],
+        ctypes.cast(csum[i].data_ptr(), dp))) for i, (a, o) in enumerate(cut)])
+    sig = sum(x[0] for x in sums)
+    noise = sum(x[1] for x in sums)
+    return sig / n, noise / n, (csum.sum(dim=0) / (n // c)).to(torch.float32)
