@@ -47,27 +47,6 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trap
 _lock = threading.Lock()
 _state: dict = {}          # "lib": the loaded library or None once tried
 
-#: tensors of at least this many elements are cut into two halves (at a block boundary), each
-#: its own kernel call, so that a parallel runner can take them later; the cut does not depend
-#: on the thread count, so neither do the sums.
-SPLIT_MIN = 1 << 16
-_BLOCK = 2048              # fused.c's BLOCK: halves start on a block boundary
-
-
-def _halves(n: int) -> list[tuple[int, int]]:
-    if n < SPLIT_MIN:
-        return [(0, n)]
-    mid = (n // 2 + _BLOCK - 1) // _BLOCK * _BLOCK
-    return [(0, mid), (mid, n - mid)]
-
-
-def _run_parts(calls: list) -> None:
-    """Run the zero-argument kernel ``calls`` in order. (A helper thread for the second half was
-    measured slower on 2 cores: it competes with torch's spinning OpenMP workers.)"""
-    for c in calls:
-        c()
-
-
 def _cpu_key() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -168,9 +147,7 @@ def fake_quantize_(x: torch.Tensor, fp: int, qmin: int, qmax: int, half_up: bool
         return False
     s = 2.0 ** -fp
     fn, m = (lib.nl_fq_half_up, 2.0 ** (fp + 1)) if half_up else (lib.nl_fq_half_even, 2.0 ** fp)
-    ptr, size = x.data_ptr(), x.element_size()
-    _run_parts([(lambda a=a, n=n: fn(ptr + a * size, n, m, s, qmin, qmax))
-                for a, n in _halves(x.numel())])
+    fn(x.data_ptr(), x.numel(), m, s, qmin, qmax)
     return True
 
 
@@ -184,13 +161,9 @@ def diffs_errors(x: torch.Tensor, fps: list[int], qmin: int, qmax: int,
     k = len(fps)
     m = (ctypes.c_float * k)(*[2.0 ** f for f in fps])
     s = (ctypes.c_float * k)(*[2.0 ** -f for f in fps])
-    ptr, size, code = x.data_ptr(), x.element_size(), _MODES[mode]
-    parts = _halves(x.numel())
-    outs = [(ctypes.c_double * k)() for _ in parts]
-    _run_parts([(lambda a=a, n=n, o=o: lib.nl_diffs_errors(ptr + a * size, n, m, s, k, code,
-                                                          qmin, qmax, o))
-                for (a, n), o in zip(parts, outs)])
-    return [sum(o[j] for o in outs) for j in range(k)]
+    out = (ctypes.c_double * k)()
+    lib.nl_diffs_errors(x.data_ptr(), x.numel(), m, s, k, _MODES[mode], qmin, qmax, out)
+    return list(out)
 
 
 def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]):
@@ -219,16 +192,8 @@ def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]):
     if out_q.numel() == 0 or c == 0:
         return None
     n = out_q.numel()
-    row = c * inner * out_q.element_size()                  # bytes of one outer index
-    cut = [(0, outer)] if outer < 2 or n < SPLIT_MIN else [(0, outer // 2),
-                                                           (outer // 2, outer - outer // 2)]
-    sums = [(ctypes.c_double * 2)() for _ in cut]
-    csum = torch.empty(len(cut), c, dtype=torch.float64)
-    pq, pf = out_q.data_ptr(), out_f.data_ptr()
-    dp = ctypes.POINTER(ctypes.c_double)
-    _run_parts([(lambda a=a, o=o, i=i: lib.nl_bc_stats(
-        pq + a * row, pf + a * row, o, c, inner, sums[i],
-        ctypes.cast(csum[i].data_ptr(), dp))) for i, (a, o) in enumerate(cut)])
-    sig = sum(x[0] for x in sums)
-    noise = sum(x[1] for x in sums)
-    return sig / n, noise / n, (csum.sum(dim=0) / (n // c)).to(torch.float32)
+    sums = (ctypes.c_double * 2)()
+    csum = torch.empty(c, dtype=torch.float64)
+    lib.nl_bc_stats(out_q.data_ptr(), out_f.data_ptr(), outer, c, inner, sums,
+                    ctypes.cast(csum.data_ptr(), ctypes.POINTER(ctypes.c_double)))
+    return sums[0] / n, sums[1] / n, (csum / (n // c)).to(torch.float32)
