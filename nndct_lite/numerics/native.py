@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +41,11 @@ log = get_logger("numerics")
 NATIVE_ENV = "NNDCT_LITE_NATIVE"
 CACHE_ENV = "NNDCT_LITE_CACHE_DIR"
 _SOURCE = Path(__file__).with_name("fused.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
-          "-ffp-contract=off",
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
           "-std=c99", "-shared", "-fPIC"]
+#: threaded build first (OpenMP, linked to the libgomp torch loaded), then a serial one for
+#: compilers without OpenMP (the pragmas then only vectorise)
+_VARIANTS = (["-fopenmp"], ["-fopenmp-simd"])
 
 _lock = threading.Lock()
 _state: dict = {}          # "lib": the loaded library or None once tried
@@ -66,40 +69,81 @@ def _cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "nndct_lite"
 
 
+def _compile(cc: str, flags: list[str]) -> Path:
+    """The cached library for ``flags``, compiling it (atomically) when it is not there yet."""
+    src = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), cc.encode(),
+                                     _cpu_key().encode(), sys.platform.encode()])).hexdigest()[:16]
+    target = _cache_dir() / "native" / key / "libnndct_fused.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp, "-lm"],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        os.replace(tmp, target)   # atomic: a concurrent process sees all or nothing
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.debug("built the fused kernels: %s", target)
+    return target
+
+
+def _openmp_runtimes() -> set[str]:
+    """Paths of the OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            return {ln.split()[-1] for ln in fh
+                    if re.search(r"/lib(g|i)?omp[^/]*\.so", ln.split()[-1] if ln.split() else "")}
+    except OSError:
+        return set()
+
+
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc, or $CC) on PATH")
-    src = _SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([src, " ".join(_FLAGS).encode(), cc.encode(),
-                                     _cpu_key().encode(), sys.platform.encode()])).hexdigest()[:16]
-    target = _cache_dir() / "native" / key / "libnndct_fused.so"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
-        os.close(fd)
+    errors = []
+    for variant in _VARIANTS:
         try:
-            proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"],
-                                  capture_output=True, text=True, timeout=120)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-            os.replace(tmp, target)   # atomic: a concurrent process sees all or nothing
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        log.debug("built the fused kernels: %s", target)
-    lib = ctypes.CDLL(str(target))
+            target = _compile(cc, [*_FLAGS, *variant])
+        except RuntimeError as exc:
+            errors.append(str(exc))
+            continue
+        before = _openmp_runtimes()
+        lib = ctypes.CDLL(str(target))
+        # threads only when the library shares torch's pool: a second OpenMP runtime would
+        # start its own threads, which spin against torch's on the same cores
+        extra = _openmp_runtimes() - before
+        _state["threaded"] = variant == _VARIANTS[0] and not extra
+        if extra:
+            log.debug("the fused kernels loaded a second OpenMP runtime (%s): single-threaded",
+                      ", ".join(sorted(extra)))
+        _declare(lib)
+        return lib
+    raise RuntimeError("; ".join(errors))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
     f32, i64, f64p = ctypes.c_float, ctypes.c_int64, ctypes.POINTER(ctypes.c_double)
-    vp = ctypes.c_void_p
+    vp, cint = ctypes.c_void_p, ctypes.c_int
     for name in ("nl_fq_half_up", "nl_fq_half_even"):
-        getattr(lib, name).argtypes = [vp, i64, f32, f32, f32, f32]
+        getattr(lib, name).argtypes = [vp, i64, f32, f32, f32, f32, cint]
         getattr(lib, name).restype = None
     lib.nl_diffs_errors.argtypes = [vp, i64, ctypes.POINTER(f32), ctypes.POINTER(f32),
-                                    ctypes.c_int, ctypes.c_int, f32, f32, f64p]
-    lib.nl_diffs_errors.restype = None
-    lib.nl_bc_stats.argtypes = [vp, vp, i64, i64, i64, f64p, f64p]
-    lib.nl_bc_stats.restype = None
-    return lib
+                                    cint, cint, f32, f32, f64p, cint]
+    lib.nl_diffs_errors.restype = cint
+    lib.nl_bc_stats.argtypes = [vp, vp, i64, i64, i64, f64p, f64p, cint]
+    lib.nl_bc_stats.restype = cint
+
+
+def _threads() -> int:
+    """Threads a kernel may use: torch's intra-op count when the pool is shared, else 1."""
+    return max(torch.get_num_threads(), 1) if _state.get("threaded") else 1
 
 
 def kernels() -> ctypes.CDLL | None:
@@ -147,7 +191,7 @@ def fake_quantize_(x: torch.Tensor, fp: int, qmin: int, qmax: int, half_up: bool
         return False
     s = 2.0 ** -fp
     fn, m = (lib.nl_fq_half_up, 2.0 ** (fp + 1)) if half_up else (lib.nl_fq_half_even, 2.0 ** fp)
-    fn(x.data_ptr(), x.numel(), m, s, qmin, qmax)
+    fn(x.data_ptr(), x.numel(), m, s, qmin, qmax, _threads())
     return True
 
 
@@ -162,7 +206,9 @@ def diffs_errors(x: torch.Tensor, fps: list[int], qmin: int, qmax: int,
     m = (ctypes.c_float * k)(*[2.0 ** f for f in fps])
     s = (ctypes.c_float * k)(*[2.0 ** -f for f in fps])
     out = (ctypes.c_double * k)()
-    lib.nl_diffs_errors(x.data_ptr(), x.numel(), m, s, k, _MODES[mode], qmin, qmax, out)
+    if lib.nl_diffs_errors(x.data_ptr(), x.numel(), m, s, k, _MODES[mode], qmin, qmax, out,
+                           _threads()) != 0:
+        return None
     return list(out)
 
 
@@ -194,6 +240,8 @@ def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]):
     n = out_q.numel()
     sums = (ctypes.c_double * 2)()
     csum = torch.empty(c, dtype=torch.float64)
-    lib.nl_bc_stats(out_q.data_ptr(), out_f.data_ptr(), outer, c, inner, sums,
-                    ctypes.cast(csum.data_ptr(), ctypes.POINTER(ctypes.c_double)))
+    if lib.nl_bc_stats(out_q.data_ptr(), out_f.data_ptr(), outer, c, inner, sums,
+                       ctypes.cast(csum.data_ptr(), ctypes.POINTER(ctypes.c_double)),
+                       _threads()) != 0:
+        return None
     return sums[0] / n, sums[1] / n, (csum / (n // c)).to(torch.float32)

@@ -233,3 +233,31 @@ def test_calibration_and_test_mode_agree_with_the_torch_path(tmp_path, monkeypat
             with torch.no_grad():
                 outs.append(qt.quant_model(data))
     assert torch.equal(outs[0], outs[1])
+
+
+@needs_native
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_kernels_give_the_same_bits_for_any_thread_count(layout):
+    """The threaded kernels split work into fixed blocks and add the partial sums in block
+    order, so 1 and 2 threads give identical results (large enough to take the parallel path)."""
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(8, 16, 40, 40, generator=g)
+    q = f + 0.05 * torch.randn(f.shape, generator=g)
+    if layout == "channels_last":
+        f, q = (t.contiguous(memory_format=torch.channels_last) for t in (f, q))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            x = q.clone(memory_format=torch.preserve_format)
+            assert native.fake_quantize_(x, 4, -128, 127, True)
+            errs = native.diffs_errors(q, [2, 3, 4, 5, 6], -128, 127, "half_even")
+            sig, noise, mean = native.bc_stats(q, f, [0, 2, 3])
+            results.append((x, errs, sig, noise, mean))
+    finally:
+        torch.set_num_threads(before)
+    (x1, e1, s1, n1, m1), (x2, e2, s2, n2, m2) = results
+    assert torch.equal(x1, x2) and e1 == e2 and (s1, n1) == (s2, n2) and torch.equal(m1, m2)
+    assert torch.equal(x1, _torch_fq_(q.clone(memory_format=torch.preserve_format), 4,
+                                      RoundMode.HALF_UP))
