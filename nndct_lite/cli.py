@@ -483,7 +483,7 @@ def _cmd_show_quant_info(args) -> int:
 
 # =============================================================================== report
 def _cmd_report(args) -> int:
-    from .report import REPORT_FILE, CHART_FILE
+    from .report import CHART_FILE, REPORT_FILE, load_rows, write_chart
     path = args.dir / REPORT_FILE if args.dir.is_dir() else args.dir
     if not path.is_file():
         raise InputError(f"no {REPORT_FILE} in {args.dir}", where=str(path),
@@ -491,11 +491,20 @@ def _cmd_report(args) -> int:
                          hint="calibrate with torch_quantizer('calib', ...) and call "
                               "export_quant_config(): it writes the report next to "
                               "quant_info.json")
+    if args.chart:     # before printing: a missing report.json or matplotlib fails cleanly
+        rows, worst = load_rows(path.parent)
+        write_chart(rows, path.parent, worst=worst)
     sys.stdout.write(path.read_text(encoding="utf-8"))
     chart = path.with_name(CHART_FILE)
     if chart.is_file():
         print(f"\nchart: {chart}")
     return 0
+
+
+def _report_args(p):
+    _dir_arg(p)
+    p.add_argument("--chart", action="store_true",
+                   help="also draw DIR/report_chart.png from DIR/report.json (needs matplotlib)")
 
 
 # =============================================================================== xmodel
@@ -579,8 +588,10 @@ COMMANDS: tuple[Command, ...] = (
             "fast_finetuned.", _cmd_show_quant_info, _dir_arg,
             epilog="example: nndct-lite show-quant-info quantize_result"),
     Command("report", "print the per-layer quantization report (report.md)",
-            "Print DIR/report.md, the per-layer SQNR report written at calibration.",
-            _cmd_report, _dir_arg, epilog="example: nndct-lite report quantize_result"),
+            "Print DIR/report.md, the per-layer SQNR report written at calibration; with "
+            "--chart, first draw its bar chart (report_chart.png) from DIR/report.json.",
+            _cmd_report, _report_args,
+            epilog="example: nndct-lite report quantize_result --chart"),
     Command("xmodel", "inspect (show) or simulate (run) an .xmodel file", "", None,
             register=_register_xmodel),
 )

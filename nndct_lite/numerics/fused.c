@@ -67,16 +67,21 @@ void nl_fq_half_even(float *x, int64_t n, float m, float s, float qmin, float qm
 
 /* ---------------------------------------------------------------- the diffs search */
 
+/* Candidate j's error, scaled: with t = x * 2^f0 (exact) and t_j = t * 2^j (exact),
+ * x - clamp(round(x * 2^fj)) * 2^-fj = (t_j - clamp(round(t_j))) * 2^-fj exactly (both
+ * differences are exact: Sterbenz), so each block sums d^2 for d = t_j - q in units of the
+ * candidate's step and the caller scales by 4^-fj, a power of two: the same sum as on the
+ * unscaled values, minus their underflow. */
 #define ERROR_LOOP(ROUND)                                                        \
     _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nt))") \
     for (int64_t b = 0; b < nb; ++b) {                                           \
         int64_t lo = b * BLOCK, e = lo + BLOCK < n ? lo + BLOCK : n;             \
         for (int j = 0; j < k; ++j) {                                            \
-            float mj = m[j], sj = s[j], acc = 0.0f;                              \
+            float mj = m[j], acc = 0.0f;                                         \
             _Pragma("omp simd reduction(+:acc)")                                 \
             for (int64_t i = lo; i < e; ++i) {                                   \
-                float q = clampf(ROUND(x[i] * mj), qmin, qmax);                  \
-                float d = x[i] - q * sj;                                         \
+                float t = x[i] * mj;                                             \
+                float d = t - clampf(ROUND(t), qmin, qmax);                      \
                 acc += d * d;                                                    \
             }                                                                    \
             part[b * k + j] = acc;                                               \
@@ -101,6 +106,7 @@ int nl_diffs_errors(const float *x, int64_t n, const float *m, const float *s, i
     for (int j = 0; j < k; ++j) out[j] = 0.0;
     for (int64_t b = 0; b < nb; ++b)
         for (int j = 0; j < k; ++j) out[j] += (double)part[b * k + j];
+    for (int j = 0; j < k; ++j) out[j] *= (double)s[j] * (double)s[j];
     free(part);
     return 0;
 }

@@ -62,6 +62,20 @@ def report_batch_count() -> int:
     return n
 
 
+CHART_ENV = "NNDCT_LITE_REPORT_CHART"
+
+
+def report_chart_wanted() -> bool:
+    """``NNDCT_LITE_REPORT_CHART``: 1 draws report_chart.png at calibration (default 0)."""
+    raw = os.environ.get(CHART_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{CHART_ENV}={raw!r} is not a switch", where=CHART_ENV,
+                      hint="set it to 1 (draw report_chart.png at calibration) or 0")
+
+
 #: the report measures at most this many input values per kept batch (whole samples)
 REPORT_MAX_INPUT_VALUES = 1 << 20
 
@@ -111,6 +125,7 @@ class QuantSession:
     warned_nonfinite: set = field(default_factory=set)
     dist: object = None   # distributed.attach(): the other ranks (None: one process)
     report_batches: list = field(default_factory=list)   # kept for report.md (calib mode)
+    report_chart: bool = False   # draw report_chart.png too (NNDCT_LITE_REPORT_CHART)
 
     # ------------------------------------------------------------ parameters
     def collect(self) -> tuple[dict[str, QuantParams], dict[str, QuantParams]]:
@@ -181,7 +196,7 @@ class QuantSession:
         from ..report import layer_report, log_report, write_report
         try:
             rows = layer_report(self, list(self.report_batches))
-            write_report(rows, self.output_dir)
+            write_report(rows, self.output_dir, chart=self.report_chart)
             log_report(rows)
         except Exception as exc:  # noqa: BLE001 - the report must not break calibration
             log.warning("the per-layer report was skipped: %s: %s", type(exc).__name__, exc)
@@ -433,6 +448,7 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     set_mode(model, mode)
 
     keep = report_batch_count() if mode is QuantMode.CALIB else 0
+    session.report_chart = keep > 0 and report_chart_wanted()   # a bad value fails here
 
     def _count(_m, inp):
         session.forwards += 1

@@ -3,12 +3,11 @@
 ``layer_report(session, batches)`` runs the generated model twice per batch — once in FLOAT mode
 and once with the final quantization parameters (TEST numerics) — with a forward hook on every
 node that owns an output quantizer, and returns one ``LayerRow`` per such node, in graph order.
-``write_report`` writes ``report.md`` (and ``report_chart.png`` when matplotlib is installed),
-``log_report`` logs the table. See docs/reports.md.
+``render_markdown`` formats them, ``log_report`` logs the table; ``report.files`` writes
+``report.md``, ``report.json`` and, on request, ``report_chart.png``. See docs/reports.md.
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
@@ -26,17 +25,13 @@ from ..errors import InputError
 from ..quant.build import layer_of, quantizers, set_mode
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
 from ..quant.params import QuantParams
-from ..state.files import atomic_write_bytes, atomic_write_text
 from ..state.modes import QuantMode
 
-__all__ = ["LayerRow", "TensorQuant", "layer_report", "write_report", "log_report",
-           "format_table", "render_markdown", "render_chart", "worst_rows", "short_name",
-           "sqnr_db", "REPORT_FILE", "CHART_FILE", "WORST_N"]
+__all__ = ["LayerRow", "TensorQuant", "layer_report", "log_report", "format_table",
+           "render_markdown", "worst_rows", "short_name", "sqnr_db", "WORST_N"]
 
 log = get_logger("report")
 
-REPORT_FILE = "report.md"
-CHART_FILE = "report_chart.png"
 WORST_N = 5
 
 
@@ -77,6 +72,13 @@ class TensorQuant:
         plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
         return {"key": self.key, "bit_width": self.bit_width, "fix_pos": plain(self.fix_pos),
                 "scale": plain(self.scale), "zero_point": plain(self.zero_point)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorQuant":
+        """The inverse of ``as_dict``."""
+        tup = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+        return cls(str(d["key"]), int(d["bit_width"]), tup(d.get("fix_pos")),
+                   tup(d.get("scale")), tup(d.get("zero_point", 0)))
 
 
 def _span(value, fmt: str) -> str:
@@ -152,7 +154,25 @@ class LayerRow:
                 "input_sqnr_db": num(self.input_sqnr_db), "drop_db": num(self.drop_db),
                 "quantizer_sqnr_db": num(self.quantizer_sqnr_db),
                 "weight_sqnr_db": num(self.weight_sqnr_db), "values": self.values,
-                "batches": self.batches}
+                "batches": self.batches, "layer": self.layer, "layer_index": self.layer_index}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerRow":
+        """The inverse of ``as_dict`` (SQNRs rounded to 1e-4 dB there; ``drop_db`` derived)."""
+        def num(v, none_ok=True):
+            if v is None:
+                return None if none_ok else math.nan
+            return float(v)          # float("inf"), float("nan") read the strings back
+        tq = lambda v: TensorQuant.from_dict(v) if v else None  # noqa: E731
+        return cls(index=int(d["index"]), name=str(d["name"]), normalized=str(d["normalized"]),
+                   type=str(d["type"]), kind=str(d["kind"]),
+                   inputs=tuple(tq(t) for t in d.get("inputs", [])), weights=tq(d.get("weights")),
+                   bias=tq(d.get("bias")), output=TensorQuant.from_dict(d["output"]),
+                   sqnr_db=num(d.get("sqnr_db"), False), input_sqnr_db=num(d.get("input_sqnr_db")),
+                   quantizer_sqnr_db=num(d.get("quantizer_sqnr_db"), False),
+                   weight_sqnr_db=num(d.get("weight_sqnr_db")), values=int(d.get("values", 0)),
+                   batches=int(d.get("batches", 0)), layer=str(d.get("layer", "")),
+                   layer_index=int(d.get("layer_index", -1)))
 
 
 _SCOPE_PART = re.compile(r"\[([^\]]+)\]")
@@ -440,7 +460,7 @@ def worst_rows(rows: Sequence[LayerRow], n: int = WORST_N) -> list[LayerRow]:
     return sorted(scored, key=lambda r: (r.sqnr_db, r.index))[:n]
 
 
-def _db(v: float | None) -> str:
+def fmt_db(v: float | None) -> str:
     if v is None:
         return ""
     if math.isnan(v):
@@ -457,8 +477,8 @@ _HEADERS = ("#", "node", "type", "input", "weights", "bias", "output", "SQNR dB"
 def _cells(r: LayerRow) -> list[str]:
     ins = ", ".join(t.text() if t is not None else "float" for t in r.inputs) or "-"
     return [str(r.index), r.name, r.type, ins, r.weights.text() if r.weights else "",
-            r.bias.text() if r.bias else "", r.output.text(), _db(r.sqnr_db), _db(r.drop_db),
-            _db(r.quantizer_sqnr_db), _db(r.weight_sqnr_db)]
+            r.bias.text() if r.bias else "", r.output.text(), fmt_db(r.sqnr_db),
+            fmt_db(r.drop_db), fmt_db(r.quantizer_sqnr_db), fmt_db(r.weight_sqnr_db)]
 
 
 def format_table(rows: Sequence[LayerRow]) -> str:
@@ -474,13 +494,13 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _model_name(rows: Sequence[LayerRow]) -> str:
+def model_name(rows: Sequence[LayerRow]) -> str:
     return rows[0].name.split("::", 1)[0] if rows and "::" in rows[0].name else "model"
 
 
 def render_markdown(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> str:
     """The text of ``report.md``."""
-    model = _model_name(rows)
+    model = model_name(rows)
     bad = worst_rows(rows, worst)
     rank = {r.index: i + 1 for i, r in enumerate(bad)}
     batches = max((r.batches for r in rows), default=0)
@@ -519,85 +539,14 @@ def render_markdown(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> str:
     if not bad:
         lines.append("Every measured node is exact (SQNR inf).")
     for i, r in enumerate(bad, 1):
-        drop = "" if r.drop_db is None else f", drop {_db(r.drop_db)} dB"
-        lines.append(f"{i}. `{_md_escape(r.name)}` ({r.type}): SQNR {_db(r.sqnr_db)} dB{drop}, "
-                     f"quantizer {_db(r.quantizer_sqnr_db)} dB, output {r.output.text()}")
+        drop = "" if r.drop_db is None else f", drop {fmt_db(r.drop_db)} dB"
+        lines.append(f"{i}. `{_md_escape(r.name)}` ({r.type}): "
+                     f"SQNR {fmt_db(r.sqnr_db)} dB{drop}, "
+                     f"quantizer {fmt_db(r.quantizer_sqnr_db)} dB, output {r.output.text()}")
     lines += ["", "To keep a layer at higher precision, give it a `layer_name` rule in the "
               "quantization config (see docs/config.md), e.g. `\"overall_quantize_config\": "
               "{\"bit_width\": 16}`.", ""]
     return "\n".join(lines)
-
-
-def write_report(rows: Sequence[LayerRow], output_dir: str | Path, *,
-                 worst: int = WORST_N) -> Path:
-    """Write ``<output_dir>/report.md`` (atomically) and, when matplotlib is importable,
-    ``<output_dir>/report_chart.png``; returns the path of ``report.md``."""
-    output_dir = Path(output_dir)
-    path = atomic_write_text(output_dir / REPORT_FILE, render_markdown(rows, worst=worst))
-    chart = output_dir / CHART_FILE
-    png = render_chart(rows, worst=worst)
-    if png is None:
-        stale = chart.is_file()
-        if stale:
-            chart.unlink()
-        log.info("matplotlib is not installed: %s skipped%s (pip install 'nndct_lite[report]')",
-                 CHART_FILE, " and the old one removed" if stale else "")
-    else:
-        atomic_write_bytes(chart, png)
-    log.info("=>Per-layer quantization report written.(%s)", path)
-    return path
-
-
-def render_chart(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> bytes | None:
-    """PNG bytes of a horizontal bar chart of per-node SQNR (worst in red), or None when
-    matplotlib is not importable. Uses the object API (no pyplot, no global backend change)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    bad = {r.index for r in worst_rows(rows, worst)}
-    finite = [r.sqnr_db for r in rows if math.isfinite(r.sqnr_db)]
-    cap = (max(finite) if finite else 0.0) + 5.0
-    values, colors, hatches = [], [], []
-    for r in rows:
-        v = r.sqnr_db
-        if math.isnan(v):
-            values.append(0.0)
-        elif math.isinf(v):
-            values.append(cap if v > 0 else min(finite, default=0.0) - 5.0)
-        else:
-            values.append(v)
-        colors.append("#d62728" if r.index in bad else "#4c72b0")
-        hatches.append("//" if math.isinf(v) else "")
-    n = max(len(rows), 1)
-    fig = Figure(figsize=(8.0, min(0.25 * n + 1.2, 60.0)), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    y = list(range(len(rows)))
-    bars = ax.barh(y, values, color=colors)
-    for bar, hatch, r in zip(bars, hatches, rows):
-        if hatch:
-            bar.set_hatch(hatch)
-        if r.index in bad:  # the numbers are in report.md; label only the worst bars
-            x = bar.get_width()
-            ax.text(x, bar.get_y() + bar.get_height() / 2, f" {_db(r.sqnr_db)} ",
-                    va="center", ha="left" if x >= 0 else "right", fontsize=6)
-    ax.set_yticks(y)
-    ax.set_yticklabels([r.short for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("SQNR of the node output, quantized vs float (dB)")
-    ax.set_title(f"{_model_name(rows)}: per-layer SQNR (red: worst {len(bad)})", fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    # fixed margins instead of tight_layout(), which would draw the whole figure once more
-    width_in = 8.0
-    label_in = 0.1 + 0.06 * max((len(r.short) for r in rows), default=4)
-    height_in = fig.get_figheight()
-    fig.subplots_adjust(left=min(0.6, (label_in + 0.1) / width_in), right=0.97,
-                        top=1.0 - 0.45 / height_in, bottom=0.5 / height_in)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def log_report(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> None:
@@ -605,6 +554,6 @@ def log_report(rows: Sequence[LayerRow], *, worst: int = WORST_N) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     bad = worst_rows(rows, worst)
-    summary = ", ".join(f"{r.short} {_db(r.sqnr_db)} dB" for r in bad) or "none"
+    summary = ", ".join(f"{r.short} {fmt_db(r.sqnr_db)} dB" for r in bad) or "none"
     log.info("per-layer quantization report, %d node(s); worst: %s\n%s", len(rows), summary,
              format_table(rows))

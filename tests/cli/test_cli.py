@@ -320,6 +320,15 @@ def test_report(capsys, calibrated, tmp_path):
     rc, text, _ = _run(capsys, "report", out)
     assert rc == 0 and text.startswith("# Quantization report: Plain")
     assert "SQNR dB" in text and "## Worst" in text
+    assert not (out / "report_chart.png").exists()
+    rc, text2, _ = _run(capsys, "report", out, "--chart")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert rc == 2
+    else:
+        assert rc == 0 and (out / "report_chart.png").read_bytes()[:4] == b"\x89PNG"
+        assert text2.startswith(text) and "chart: " in text2
     rc, _, err = _run(capsys, "report", tmp_path)
     assert rc == 2 and err.startswith("error[NNDCT_LITE_NO_REPORT]: ")
 

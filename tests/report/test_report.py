@@ -11,8 +11,9 @@ import torch.nn as nn
 
 from nndct_lite import InputError, torch_quantizer
 from nndct_lite.quant.build import quantizers
-from nndct_lite.report import (CHART_FILE, REPORT_FILE, LayerRow, layer_report, log_report,
-                               render_markdown, short_name, sqnr_db, worst_rows, write_report)
+from nndct_lite.report import (CHART_FILE, REPORT_FILE, REPORT_JSON, LayerRow, layer_report,
+                               load_rows, log_report, render_markdown, short_name, sqnr_db,
+                               worst_rows, write_chart, write_report)
 from nndct_lite.state.modes import QuantMode
 
 
@@ -141,7 +142,15 @@ def test_no_batches_is_a_user_error(calibrated):
         layer_report(calibrated[0]._session, [])
 
 
-def test_write_report_markdown_and_chart(calibrated, rows, tmp_path):
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_write_report_markdown_json_and_chart(calibrated, rows, tmp_path):
     path = write_report(rows, tmp_path)
     assert path == tmp_path / REPORT_FILE
     text = path.read_text(encoding="utf-8")
@@ -155,28 +164,53 @@ def test_write_report_markdown_and_chart(calibrated, rows, tmp_path):
     assert len(worst) == 5 and worst[0].sqnr_db == min(r.sqnr_db for r in rows)
     assert sum("**" in line for line in table) == 5
     assert f"1. `{worst[0].name}`" in text
+    assert not (tmp_path / CHART_FILE).exists()       # the chart is opt-in
+    # report.json round-trips: the same markdown from the loaded rows
+    loaded, n_worst = load_rows(tmp_path)
+    assert n_worst == 5 and [r.name for r in loaded] == [r.name for r in rows]
+    assert [r.short for r in loaded] == [r.short for r in rows]
+    assert render_markdown(loaded) == text
+    write_report(rows, tmp_path, chart=True)
     chart = tmp_path / CHART_FILE
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert not chart.exists()
-    else:
+    if _has_matplotlib():
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        write_report(rows, tmp_path)                  # a later report without chart ...
+        assert not chart.exists()                     # ... removes the stale one
+    else:
+        assert not chart.exists()
     assert not list(tmp_path.glob(".*.tmp"))          # atomic writes leave no temp files
+
+
+def test_load_rows_errors(tmp_path):
+    with pytest.raises(InputError, match="no report.json") as e:
+        load_rows(tmp_path)
+    assert e.value.code == "NNDCT_LITE_NO_REPORT"
+    (tmp_path / REPORT_JSON).write_text("{", encoding="utf-8")
+    with pytest.raises(InputError, match="not readable JSON"):
+        load_rows(tmp_path)
+    (tmp_path / REPORT_JSON).write_text('{"format": "other"}', encoding="utf-8")
+    with pytest.raises(InputError, match="is not a nndct_lite.report/1 file"):
+        load_rows(tmp_path)
+    (tmp_path / REPORT_JSON).write_text('{"format": "nndct_lite.report/1", "nodes": [{}]}',
+                                        encoding="utf-8")
+    with pytest.raises(InputError, match="malformed node entry"):
+        load_rows(tmp_path)
 
 
 def test_without_matplotlib_the_chart_is_skipped_with_one_log_line(rows, tmp_path, monkeypatch,
                                                                       caplog):
-    (tmp_path / CHART_FILE).write_bytes(b"stale")
     for mod in ("matplotlib", "matplotlib.figure", "matplotlib.backends",
                 "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, mod, None)
     with caplog.at_level(logging.INFO, logger="nndct_lite.report"):
-        write_report(rows, tmp_path)
+        write_report(rows, tmp_path, chart=True)
     assert (tmp_path / REPORT_FILE).is_file()
     assert not (tmp_path / CHART_FILE).exists()
     lines = [r for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
     assert len(lines) == 1 and CHART_FILE in lines[0].getMessage()
+    with pytest.raises(InputError, match="matplotlib is not installed") as e:
+        write_chart(rows, tmp_path)                   # asked for explicitly: an error
+    assert "pip install" in e.value.hint
 
 
 def test_log_report(rows, caplog):
@@ -231,11 +265,21 @@ def test_export_quant_config_writes_the_report(calibrated):
     assert torch.equal(q._session.report_batches[0][0], batches[0])
     rows = layer_report(q._session, [batches[0]])
     assert text == render_markdown(rows)
-    try:
-        import matplotlib  # noqa: F401
-        assert (out / CHART_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    except ImportError:
-        assert not (out / CHART_FILE).exists()
+    assert (out / REPORT_JSON).is_file() and not (out / CHART_FILE).exists()
+
+
+def test_chart_environment_variable(tmp_path, monkeypatch):
+    from nndct_lite.errors import ConfigError
+    from nndct_lite.quant.pipeline import CHART_ENV
+    batches = _batches(1)
+    monkeypatch.setenv(CHART_ENV, "maybe")
+    with pytest.raises(ConfigError, match="NNDCT_LITE_REPORT_CHART='maybe' is not a switch"):
+        torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "bad"))
+    monkeypatch.setenv(CHART_ENV, "1")
+    q = torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "on"))
+    q.quant_model(batches[0])
+    q.export_quant_config()
+    assert (tmp_path / "on" / CHART_FILE).is_file() == _has_matplotlib()
 
 
 def test_report_batches_environment_variable(tmp_path, monkeypatch):
