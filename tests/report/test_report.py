@@ -331,3 +331,5 @@ def test_report_sample_keeps_whole_samples_under_the_limit(monkeypatch):
     assert odd[0].shape[0] == 16 and odd[1].shape[0] == 5
     one = pipeline.report_sample((torch.randn(4, 3000),))       # one sample over the limit
     assert one[0].shape[0] == 1
+    many = pipeline.report_sample((torch.randn(100, 3),))        # at most 32 samples
+    assert many[0].shape[0] == pipeline.REPORT_MAX_SAMPLES == 32
