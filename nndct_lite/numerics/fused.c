@@ -38,32 +38,27 @@ static inline int threads_for(int64_t n, int nt) {
 
 /* ---------------------------------------------------------------- fake quantization, in place */
 
-/* x := clamp(ceil(floor(x * m2) * 0.5), qmin, qmax) * s   (half_up, m2 = 2 * 2^fp, s = 2^-fp) */
-void nl_fq_half_up(float *x, int64_t n, float m2, float s, float qmin, float qmax, int nt) {
-    int64_t nb = (n + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n, nt))
-    for (int64_t b = 0; b < nb; ++b) {
-        int64_t e = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-#pragma omp simd
-        for (int64_t i = b * BLOCK; i < e; ++i) {
-            float t = ceilf(floorf(x[i] * m2) * 0.5f);
-            x[i] = clampf(t, qmin, qmax) * s;
-        }
+/* x := clamp(CODE(x), qmin, qmax) * s, block by block */
+#define FQ_LOOP(CODE)                                                            \
+    int64_t nb = (n + BLOCK - 1) / BLOCK;                                        \
+    _Pragma("omp parallel for schedule(static) num_threads(threads_for(n, nt))") \
+    for (int64_t b = 0; b < nb; ++b) {                                           \
+        int64_t e = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;                   \
+        _Pragma("omp simd")                                                      \
+        for (int64_t i = b * BLOCK; i < e; ++i)                                  \
+            x[i] = clampf(CODE(x[i]), qmin, qmax) * s;                           \
     }
+
+/* half_up: code = ceil(floor(x * m2) * 0.5), m2 = 2 * 2^fp, s = 2^-fp */
+#define HALF_UP_CODE(v) ceilf(floorf((v) * m2) * 0.5f)
+void nl_fq_half_up(float *x, int64_t n, float m2, float s, float qmin, float qmax, int nt) {
+    FQ_LOOP(HALF_UP_CODE)
 }
 
-/* x := clamp(nearbyint(x * m), qmin, qmax) * s   (half_even) */
+/* half_even: code = nearbyint(x * m), m = 2^fp */
+#define HALF_EVEN_CODE(v) nearbyintf((v) * m)
 void nl_fq_half_even(float *x, int64_t n, float m, float s, float qmin, float qmax, int nt) {
-    int64_t nb = (n + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n, nt))
-    for (int64_t b = 0; b < nb; ++b) {
-        int64_t e = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-#pragma omp simd
-        for (int64_t i = b * BLOCK; i < e; ++i) {
-            float t = nearbyintf(x[i] * m);
-            x[i] = clampf(t, qmin, qmax) * s;
-        }
-    }
+    FQ_LOOP(HALF_EVEN_CODE)
 }
 
 /* ---------------------------------------------------------------- the diffs search */

@@ -101,8 +101,8 @@ def _openmp_runtimes() -> set[str]:
     """Paths of the OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            return {ln.split()[-1] for ln in fh
-                    if re.search(r"/lib(g|i)?omp[^/]*\.so", ln.split()[-1] if ln.split() else "")}
+            paths = (ln.rsplit(maxsplit=1)[-1] for ln in fh if ln.strip())
+            return {p for p in paths if re.search(r"/lib(g|i)?omp[^/]*\.so", p)}
     except OSError:
         return set()
 
