@@ -122,7 +122,7 @@ def _load_inputs(path: Path, names):
 
 def main_xmodel(args) -> int:
     """Run ``xmodel show`` / ``xmodel run`` from parsed ``args``; returns the exit status."""
-    from nndct_lite.export.xmodel import read_xmodel
+    from nndct_lite.xmodel import read_xmodel
     cmd = getattr(args, "xmodel_cmd", None)
     try:
         graph = read_xmodel(args.file)

@@ -1,4 +1,4 @@
-"""The simulator: runs an :class:`~nndct_lite.export.xmodel.XGraph` on numpy inputs.
+"""The simulator: runs an :class:`~nndct_lite.xmodel.XGraph` on numpy inputs.
 
 Ops whose inputs are all constants (weights and their ``fix`` ops, shape constants) are evaluated
 once when the :class:`Simulator` is built; each ``run`` then executes the remaining ops in graph
@@ -16,8 +16,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from nndct_lite.errors import NndctError
-from nndct_lite.export.xmodel.model import XGraph, XOp, numpy_dtype_of
-from nndct_lite.export.xmodel.reader import read_xmodel
+from nndct_lite.xmodel.model import XGraph, XOp, numpy_dtype_of
+from nndct_lite.xmodel.reader import read_xmodel
 
 from .opimpl import IMPLS
 from .values import Fixed, Floating, SimError, Value

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from nndct_lite.export.xmodel.model import XOp, const_data
+from nndct_lite.xmodel.model import XOp, const_data
 
 from . import kernels as K
 from .values import (Fixed, Floating, SimError, Value, align, common_fp, dyadic, requantize,
@@ -711,7 +711,7 @@ def _shape(ctx, op, ins):
 
 @_reg("cast")
 def _cast(ctx, op, ins):
-    from nndct_lite.export.xmodel.model import numpy_dtype_of
+    from nndct_lite.xmodel.model import numpy_dtype_of
     v = _one(ins)
     dt = numpy_dtype_of(op.attr("data_type", "float32"))
     if dt is None:

@@ -110,7 +110,7 @@ def test_simulator_runs_the_original_xmodel(calibrated):
 
 def _structural_diff(ours, gold) -> list[str]:
     """Match the two graphs from their outputs backwards (names differ on purpose)."""
-    from nndct_lite.export.xmodel.model import const_data
+    from nndct_lite.xmodel.model import const_data
     diffs, seen = [], {}
 
     def walk(a, b):
@@ -149,7 +149,7 @@ def _structural_diff(ours, gold) -> list[str]:
 
 def test_our_xmodel_matches_the_original_op_by_op(calibrated, tmp_path):
     gm, out, _, qt = calibrated
-    from nndct_lite.export.xmodel.reader import read_xmodel
+    from nndct_lite.xmodel.reader import read_xmodel
     x, _ = gm.cifar("test", 1)
     qt.quant_model(x)
     path = qt.export_xmodel(output_dir=str(tmp_path))

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nndct_lite import ModeError, CalibrationError, torch_quantizer
-from nndct_lite.export.xmodel.reader import read_xmodel
+from nndct_lite.xmodel.reader import read_xmodel
 from nndct_lite.sim import Simulator
 from shared_paths import XIR
 

@@ -942,7 +942,7 @@ def test_every_error_class_is_an_nndct_error_and_a_value_error():
 
 def test_batch_size_above_one_does_not_block_deploy(ctx):
     """decisions.md 9: exports trace their own batch-1 pass, whatever batch the user ran."""
-    from nndct_lite.export.xmodel.reader import read_xmodel
+    from nndct_lite.xmodel.reader import read_xmodel
     ctx.case_id = "deploy_batch8"
     d = ctx.calibrated()
     qt = torch_quantizer("test", ctx.model, (ctx.x,), output_dir=str(d))   # batch-8 example

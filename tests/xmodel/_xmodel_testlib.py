@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nndct_lite.export.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op
+from nndct_lite.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = (ROOT / ".." / "shared").resolve()

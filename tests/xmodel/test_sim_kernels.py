@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nndct_lite.export.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op, write_xmodel
+from nndct_lite.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op, write_xmodel
 from nndct_lite.sim import Fixed, Simulator
 from nndct_lite.sim.kernels import conv_out_size
 

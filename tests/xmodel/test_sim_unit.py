@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nndct_lite.export.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op
+from nndct_lite.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op
 from nndct_lite.sim import Fixed, SimError, Simulator
 
 

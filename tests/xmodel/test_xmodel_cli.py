@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nndct_lite.export.xmodel import write_xmodel
+from nndct_lite.xmodel import write_xmodel
 from nndct_lite.sim import Simulator
 from nndct_lite.sim.cli import add_xmodel_parser, main, main_xmodel
 

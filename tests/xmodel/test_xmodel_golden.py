@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from nndct_lite.export.xmodel import (REGISTRY, AttrType, DataType, parse_xmodel, proto,
+from nndct_lite.xmodel import (REGISTRY, AttrType, DataType, parse_xmodel, proto,
                                       read_xmodel, serialize, write_xmodel)
-from nndct_lite.export.xmodel.reader import attr_from_proto
+from nndct_lite.xmodel.reader import attr_from_proto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _xmodel_testlib import CIFAR_TEST, GOLDEN, GOLDEN_XMODEL, need, op_lines, run_xir_check

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from nndct_lite.export.xmodel import Attr, AttrType, XGraph, XOp, XTensor, parse_xmodel, serialize
-from nndct_lite.export.xmodel import proto
-from nndct_lite.export.xmodel.reader import attr_from_proto
-from nndct_lite.export.xmodel.writer import attr_to_proto
+from nndct_lite.xmodel import Attr, AttrType, XGraph, XOp, XTensor, parse_xmodel, serialize
+from nndct_lite.xmodel import proto
+from nndct_lite.xmodel.reader import attr_from_proto
+from nndct_lite.xmodel.writer import attr_to_proto
 
 
 def _tag(field, wire):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nndct_lite.errors import ExportError
-from nndct_lite.export.xmodel import (Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op,
+from nndct_lite.xmodel import (Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op,
                                       fix_op, read_xmodel, serialize, validate_graph, write_xmodel)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -203,12 +203,12 @@ def test_private_attributes_are_not_written():
 
 
 def read_xmodel_bytes(b):
-    from nndct_lite.export.xmodel import parse_xmodel
+    from nndct_lite.xmodel import parse_xmodel
     return parse_xmodel(b)
 
 
 def test_empty_optional_args_are_written_like_xir():
-    from nndct_lite.export.xmodel import to_proto
+    from nndct_lite.xmodel import to_proto
     msg = to_proto(_conv_graph())
     node = [n for n in msg.op_node if n.op_name == "conv"][0]
     assert [(a.arg_name, list(a.arg_ops)) for a in node.args] == [

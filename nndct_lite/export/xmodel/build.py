@@ -18,8 +18,8 @@ from ...graph.ir import Node
 from ...graph.ops import OpKind
 from ...quant.build import layer_of
 from ...state.modes import QuantMode
-from .model import INT32_MAX, Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op, fix_op
-from .writer import write_xmodel
+from ...xmodel.model import INT32_MAX, Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op, fix_op
+from ...xmodel.writer import write_xmodel
 
 __all__ = ["build_xgraph", "export_xmodel", "xir_name"]
 

@@ -131,6 +131,6 @@ def write_xmodel(graph: XGraph, path: str | os.PathLike, *, validate: bool = Tru
     Returns the path. Nothing is written when validation fails."""
     data = serialize(graph, validate=validate, include_op_defs=include_op_defs,
                      allow_unregistered=allow_unregistered)
-    from ...state.files import atomic_write_bytes
+    from ..state.files import atomic_write_bytes
     path = atomic_write_bytes(path, data)
     return path
