@@ -158,10 +158,11 @@ class torch_quantizer:  # noqa: N801 - the original's name
         from .export.torchscript import export_torch_script
         s = self._require_test("export_torch_script")
         if s.dist is not None:   # rank 0 writes and gets the module; the others the file's path
-            return s.dist.deploy(lambda: export_torch_script(s, output_dir, verbose=verbose),
+            return s.dist.deploy(lambda: export_torch_script(s.freeze(), output_dir,
+                                                             verbose=verbose),
                                  "export_torch_script()",
                                  reload=lambda: Path(output_dir) / f"{s.graph.model_name}_int.pt")
-        return export_torch_script(s, output_dir, verbose=verbose)
+        return export_torch_script(s.freeze(), output_dir, verbose=verbose)
 
     export_traced_torch_script = export_torch_script
 
@@ -172,11 +173,11 @@ class torch_quantizer:  # noqa: N801 - the original's name
         from .export.onnx_qdq import export_onnx_model
         s = self._require_test("export_onnx_model")
         if s.dist is not None:   # rank 0 writes; the others get its path
-            return s.dist.deploy(lambda: export_onnx_model(s, output_dir,
+            return s.dist.deploy(lambda: export_onnx_model(s.freeze(), output_dir,
                                                            dynamic_batch=dynamic_batch,
                                                            opset_version=opset_version),
                                  "export_onnx_model()")
-        return export_onnx_model(s, output_dir, dynamic_batch=dynamic_batch,
+        return export_onnx_model(s.freeze(), output_dir, dynamic_batch=dynamic_batch,
                                  opset_version=opset_version)
 
     def export_xmodel(self, output_dir: str = "quantize_result", deploy_check: bool = False,
@@ -184,9 +185,10 @@ class torch_quantizer:  # noqa: N801 - the original's name
         from .export.xmodel.build import export_xmodel
         s = self._require_test("export_xmodel")
         if s.dist is not None:   # rank 0 writes; the others get its path
-            return s.dist.deploy(lambda: export_xmodel(s, output_dir, deploy_check=deploy_check),
+            return s.dist.deploy(lambda: export_xmodel(s.freeze(), output_dir,
+                                                       deploy_check=deploy_check),
                                  "export_xmodel()")
-        return export_xmodel(s, output_dir, deploy_check=deploy_check)
+        return export_xmodel(s.freeze(), output_dir, deploy_check=deploy_check)
 
     # ----------------------------------------------------------------- helpers
     def _require_session(self, what: str) -> QuantSession:

@@ -50,6 +50,7 @@ from ..errors import ExportError
 from ..numerics.fake_quant import _inv_scale
 from ..quant.build import quantizers
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
+from ..result import QuantResult
 from ..state.files import atomic_write_bytes
 from .torchscript import batch1_example, deploy_state, flatten_outputs, probe
 
@@ -268,8 +269,8 @@ def _plan(q: FakeQuantizer, opset: int) -> _Point:
                   clip=clip)
 
 
-def _calibrated(session) -> list[FakeQuantizer]:
-    return [q for q in quantizers(session.model).values()
+def _calibrated(result: QuantResult) -> list[FakeQuantizer]:
+    return [q for q in quantizers(result.deploy_model).values()
             if q.params is not None and q.params.is_set]
 
 
@@ -278,10 +279,10 @@ def _needs_int16(q: FakeQuantizer) -> bool:
     return r.qmin < -128 or r.qmax > 255 or (r.qmin < 0 and r.qmax > 127)
 
 
-def _resolve_opset(session, opset_version, qs: list[FakeQuantizer]) -> int:
+def _resolve_opset(result: QuantResult, opset_version, qs: list[FakeQuantizer]) -> int:
     source = "opset_version="
     if opset_version is None:
-        opset_version = getattr(session.config, "onnx_opset_version", None)
+        opset_version = getattr(result.config, "onnx_opset_version", None)
         source = "config onnx_opset_version"
     newest = newest_opset()
     if opset_version is None:
@@ -340,8 +341,8 @@ class _Swapped:
         return False
 
 
-def _names(session, n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]]:
-    ins = [n.name for n in session.graph.inputs]
+def _names(result: QuantResult, n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]]:
+    ins = [n.name for n in result.graph.inputs]
     if len(ins) != n_inputs or len(set(ins)) != len(ins):
         ins = [f"input_{i}" for i in range(n_inputs)]
     return ins, [f"output_{i}" for i in range(n_outputs)]
@@ -357,7 +358,7 @@ def _export_error_in(exc: BaseException) -> ExportError | None:
     return None
 
 
-def export_onnx_model(session, output_dir: str | Path = "quantize_result",
+def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_result",
                       dynamic_batch: bool = False, opset_version: int | None = None) -> Path:
     """Export ``<output_dir>/<Model>_int.onnx`` (atomically) and return its path.
 
@@ -369,20 +370,20 @@ def export_onnx_model(session, output_dir: str | Path = "quantize_result",
     """
     import onnx
 
-    name = session.graph.model_name
+    name = result.graph.model_name
     path = Path(output_dir) / f"{name}_int.onnx"
-    example = batch1_example(session, "export_onnx_model()")
-    qs = _calibrated(session)
-    opset = _resolve_opset(session, opset_version, qs)
+    example = batch1_example(result, "export_onnx_model()")
+    qs = _calibrated(result)
+    opset = _resolve_opset(result, opset_version, qs)
     points = [_plan(q, opset) for q in qs]
     if opset >= INT16_OPSET and any(p.container[0] == "int8" and not p.is_param for p in points):
         log.warning("opset %d with int8 Q/DQ: onnxruntime (seen up to 1.32) fails to load such "
                     "models with its default optimizations (microsoft/onnxruntime#25526); load "
                     "with InferenceSession(path, disabled_optimizers=['QDQPropagationTransformer'])"
                     " or export with opset 20", opset)
-    with deploy_state(session) as model:
-        out = probe(session, model, example, "export_onnx_model()")
-        in_names, out_names = _names(session, len(example), len(flatten_outputs(out)))
+    with deploy_state(result) as model:
+        out = probe(result, model, example, "export_onnx_model()")
+        in_names, out_names = _names(result, len(example), len(flatten_outputs(out)))
         axes = None
         if dynamic_batch:
             axes = {n: {0: "batch"} for n, a in zip(in_names, example) if a.dim() >= 1}

@@ -3,7 +3,7 @@
 The fake-quant steps of ``nndct_lite.numerics`` are plain aten ops (multiply, round, compare,
 clamp), so the trace holds the exact test-mode arithmetic and needs neither nndct_lite nor a
 custom op to load: ``torch.jit.load(path)`` is enough. The trace runs on a batch-size-1 pass
-derived from the session's example input (decisions.md 9); no shape is baked in, so the module
+derived from the result's example input (decisions.md 9); no shape is baked in, so the module
 accepts any batch size and returns, bit for bit, what the test-mode model returns.
 
 The helpers ``batch1_example``, ``deploy_state`` and ``probe`` are shared with the ONNX exporter.
@@ -22,7 +22,9 @@ import torch.nn as nn
 from .._log import get_logger
 from ..errors import ExportError
 from ..graph.ir import Node
+from ..quant.freeze import batch1
 from ..quant.modules import QuantOp
+from ..result import QuantResult
 from ..state.files import atomic_write_bytes
 
 __all__ = ["export_torch_script", "batch1_example", "deploy_state", "probe", "check_outputs",
@@ -32,24 +34,9 @@ log = get_logger("export")
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def batch1_example(session, what: str) -> tuple[torch.Tensor, ...]:
-    """The session's example input cut to batch size 1 (first row of every tensor), on the
-    session's device. Exports trace this pass, whatever batch size the user ran."""
-    out = []
-    for i, a in enumerate(session.example):
-        if not isinstance(a, torch.Tensor):
-            raise ExportError(
-                f"{what} traces tensor inputs only; example input {i} is a "
-                f"{type(a).__name__}", where=f"input_args[{i}]",
-                hint="pass every forward input of the model as a tensor in input_args")
-        if a.dim() >= 1:
-            if a.shape[0] == 0:
-                raise ExportError(f"example input {i} has batch size 0; {what} needs one row",
-                                  where=f"input_args[{i}] of shape {tuple(a.shape)}",
-                                  hint="pass an example input with at least one row")
-            a = a[:1]
-        out.append(a.detach().to(session.device).clone())
-    return tuple(out)
+def batch1_example(result: QuantResult, what: str) -> tuple[torch.Tensor, ...]:
+    """The result's example input cut to batch size 1, on the result's device."""
+    return batch1(result.example, result.device, what)
 
 
 def _drop_weight_caches(model: nn.Module) -> None:
@@ -59,58 +46,26 @@ def _drop_weight_caches(model: nn.Module) -> None:
 
 
 @contextlib.contextmanager
-def deploy_state(session) -> Iterator[nn.Module]:
-    """The test-mode model prepared for tracing, restored afterwards whatever happens.
-
-    Inside: eval mode, autograd off (so no straight-through ``autograd.Function`` enters the
-    trace) and the session's forward counter left as it was (an export is not one of the
-    user's forwards). The cached quantized weights are put back on exit; ``probe`` drops them
-    before a trace, so the weight fake-quant is traced from the parameter instead of being
-    frozen as an untracked constant.
-    """
-    model = session.model
-    training = {m: m.training for m in model.modules()}
-    caches = {m: m.__dict__["_wcache"] for m in model.modules()
-              if isinstance(m, QuantOp) and "_wcache" in m.__dict__}
-    forwards = session.forwards
-    # test-mode shortcuts (ReLU folded into the next quantizer, in-place quantization) are
-    # turned off: exported graphs keep every op and quantize out of place
-    fast = {m: (m.__dict__.get("relu_fused", False), m.__dict__.get("inplace", False))
-            for m in model.modules()}
-    for m in model.modules():
-        if "relu_fused" in m.__dict__:
-            m.relu_fused = False
-        if "inplace" in m.__dict__ and isinstance(m.__dict__["inplace"], bool) \
-                and not isinstance(m, nn.ReLU):
-            m.__dict__["inplace"] = False
+def deploy_state(result: QuantResult) -> Iterator[nn.Module]:
+    """The result's private deploy model (test mode, no test-mode shortcuts, eval) with
+    autograd off, so no straight-through ``autograd.Function`` enters the trace. The model is
+    the result's own copy: nothing the user holds changes."""
+    model = result.deploy_model
     model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        for m, (fused, inplace) in fast.items():
-            if "relu_fused" in m.__dict__:
-                m.relu_fused = fused
-            if "inplace" in m.__dict__ and not isinstance(m, nn.ReLU):
-                m.__dict__["inplace"] = inplace
-        _drop_weight_caches(model)
-        for m, cache in caches.items():
-            m.__dict__["_wcache"] = cache
-        for m, flag in training.items():
-            m.training = flag
-        session.forwards = forwards
+    with torch.no_grad():
+        yield model
 
 
-def probe(session, model: nn.Module, example: tuple, what: str) -> Any:
+def probe(result: QuantResult, model: nn.Module, example: tuple, what: str) -> Any:
     """Run ``model`` (inside ``deploy_state``) on the batch-1 example, check that every output
     is a tensor, and drop the weight caches the run filled. Returns the outputs."""
     try:
         out = model(*example)
     except Exception as exc:
-        raise ExportError(f"the quantized {session.graph.model_name} fails on the batch-1 "
+        raise ExportError(f"the quantized {result.graph.model_name} fails on the batch-1 "
                           f"example input: {type(exc).__name__}: {exc}", where=f"{what}",
                           hint="check that the example input_args fit the model") from exc
-    check_outputs(session, out, what)
+    check_outputs(result, out, what)
     _drop_weight_caches(model)
     return out
 
@@ -123,7 +78,7 @@ def _describe(value: Any) -> str:
     return f"{article} {kind}"
 
 
-def check_outputs(session, out: Any, what: str) -> None:
+def check_outputs(result: QuantResult, out: Any, what: str) -> None:
     """Raise ExportError unless ``out`` is a tensor or a (nested) tuple/list/dict of tensors;
     the error names the graph node that produced the offending value."""
 
@@ -143,12 +98,12 @@ def check_outputs(session, out: Any, what: str) -> None:
         node = (f"node {ref.name}" if isinstance(ref, Node)
                 else "a literal in the model's return statement")
         raise ExportError(
-            f"{what} needs tensor outputs, but {path} of {session.graph.model_name} is "
+            f"{what} needs tensor outputs, but {path} of {result.graph.model_name} is "
             f"{_describe(value)}", where=node,
             hint="return only tensors (or tuples/lists/dicts of tensors) from forward(); "
                  "compute Python values such as shapes outside the model")
 
-    walk(out, session.graph.output, "output")
+    walk(out, result.graph.output, "output")
 
 
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
@@ -167,18 +122,18 @@ def _python_ops(graph: torch._C.Graph) -> list[str]:
     return sorted({n.pyname() for n in graph.nodes() if n.kind() == "prim::PythonOp"})
 
 
-def export_torch_script(session, output_dir: str | Path = "quantize_result",
+def export_torch_script(result: QuantResult, output_dir: str | Path = "quantize_result",
                         verbose: bool = False) -> torch.jit.ScriptModule:
     """Trace the test-mode model and save ``<output_dir>/<Model>_int.pt`` (atomically).
 
     Returns the traced ``ScriptModule``. ``verbose=True`` prints its inlined graph, as the
     original does. Raises ``ExportError`` when the model cannot be traced or saved.
     """
-    name = session.graph.model_name
+    name = result.graph.model_name
     path = Path(output_dir) / f"{name}_int.pt"
-    example = batch1_example(session, "export_torch_script()")
-    with deploy_state(session) as model:
-        probe(session, model, example, "export_torch_script()")
+    example = batch1_example(result, "export_torch_script()")
+    with deploy_state(result) as model:
+        probe(result, model, example, "export_torch_script()")
         try:
             with warnings.catch_warnings():
                 # tensors built inside nndct_lite's numerics (scales, per-channel multipliers)

@@ -16,8 +16,8 @@ from .. import distributed
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
-from ..config.resolve import NodeInfo
-from ..config.spec import QuantSpec, TargetDevice, TensorKind
+from ..config.resolve import NodeInfo, QuantPlan
+from ..config.spec import QuantConfig, QuantSpec, TargetDevice, TensorKind
 from ..errors import CalibrationError, ConfigError, QuantInfoError
 from ..graph.capture import capture
 from ..graph.ir import Graph, Node
@@ -31,6 +31,8 @@ from ..state.files import atomic_torch_save, atomic_write_bytes, safe_torch_load
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, read_quant_info, write_quant_info
 from .adjust import adjust_fix_positions
+from ..result import QuantResult
+from .freeze import freeze
 from .build import build_quant_model, layer_of, quantizers, set_mode, write_and_import
 from .params import QuantParams
 from .placement import Placement, place_quantizers
@@ -117,8 +119,8 @@ def layer_type_of(node: Node) -> str:
 class QuantSession:
     graph: Graph
     placement: Placement
-    config: object
-    plan: object
+    config: QuantConfig
+    plan: QuantPlan
     model: nn.Module
     mode: QuantMode
     output_dir: Path
@@ -236,6 +238,11 @@ class QuantSession:
 
     def _is_dpu(self) -> bool:
         return self.config.target_device is TargetDevice.DPU
+
+    def freeze(self) -> QuantResult:
+        """The frozen result exporters read (test mode: the loaded calibration, bias
+        corrections and fast-finetuned parameters as the model holds them now)."""
+        return freeze(self.graph, self.config, self.plan, self.model, self.example, self.device)
 
     # ------------------------------------------------------------ test mode
     def load_results(self) -> None:

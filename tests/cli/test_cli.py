@@ -202,7 +202,7 @@ def test_inspect_agrees_with_the_xmodel_export(tmp_path, model_py):
     q.export_quant_config()
     t = torch_quantizer("test", model, (x,), output_dir=str(tmp_path))
     t.quant_model(x)
-    builder = _Builder(t._session)
+    builder = _Builder(t._session.freeze())
     with torch.no_grad():
         builder.build()
     assert [r.name for r in inspect_rows(t._session) if r.device == "CPU"] == builder.cpu_ops

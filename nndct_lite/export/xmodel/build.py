@@ -1,4 +1,4 @@
-"""Graph IR + test-mode quantizers -> XGraph, laid out like the original quantizer's export.
+"""The frozen quantization result (:class:`~nndct_lite.result.QuantResult`) -> XGraph, laid out like the original quantizer's export.
 
 Parameters first (``const`` holding the quantized float32 values + ``fix``), then the input
 ``data`` + ``fix``, then one op per node in graph order, a ``fix`` after every quantized node.
@@ -16,8 +16,7 @@ from ..._log import get_logger
 from ...errors import ExportError
 from ...graph.ir import Node
 from ...graph.ops import OpKind
-from ...quant.build import layer_of
-from ...state.modes import QuantMode
+from ...result import NodeResult, QuantResult
 from ...xmodel.model import INT32_MAX, Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op, fix_op
 from ...xmodel.writer import write_xmodel
 
@@ -46,31 +45,28 @@ def _axis(node_shape, axis: int) -> int:
 
 
 class _Builder:
-    def __init__(self, session):
-        self.s = session
-        self.g = XGraph(session.graph.model_name)
+    def __init__(self, result: QuantResult):
+        self.r = result
+        self.g = XGraph(result.model_name)
         self.ref: dict[Node, str] = {}
         self.cpu_ops: list[str] = []
-        self.prefix = session.graph.model_name + "__"
+        self.prefix = result.model_name + "__"
         self.param_ops: set[str] = set()
 
-    def fix(self, name: str, q, shape) -> str:
-        p = q.params
-        if p is None or p.fix_pos is None:
+    def fix(self, name: str, params, key: str | None, shape) -> str:
+        if params is None or params.fix_pos is None:
             return name
-        if isinstance(p.fix_pos, tuple):
+        if isinstance(params.fix_pos, tuple):
             raise ExportError("per-channel fix positions cannot be exported to an XModel",
-                              where=q.key, hint="use the DPU default (per-tensor)")
-        self.g.add(fix_op(name + "_fix", name, shape, int(p.fix_pos), q.spec.bit_width))
+                              where=key, hint="use the DPU default (per-tensor)")
+        self.g.add(fix_op(name + "_fix", name, shape, int(params.fix_pos), params.bit_width))
         return name + "_fix"
 
     def param(self, node: Node, key: str) -> str | None:
-        mod = layer_of(self.s.model, node)
-        q = mod._modules.get(f"{key}_q")
-        if key == "weight":
-            t = mod._qweight()
-        else:
-            t = mod._qbias()
+        nr = self.r.of(node)
+        t = nr.weight if key == "weight" else nr.bias
+        qp = nr.weight_params if key == "weight" else nr.bias_params
+        qkey = nr.weight_key if key == "weight" else nr.bias_key
         if t is None:
             return None
         arr = t.detach().cpu().float().numpy() + np.float32(0.0)   # -0.0 -> +0.0, like XIR
@@ -84,7 +80,7 @@ class _Builder:
                 arr = arr.transpose(0, 2, 3, 1)
         name = self.prefix + xir_name(node.param_names[key])
         self.g.add(const_op(name, np.ascontiguousarray(arr, dtype=np.float32)))
-        out = self.fix(name, q, list(arr.shape)) if q is not None else name
+        out = self.fix(name, qp, qkey, list(arr.shape))
         self.param_ops.update({name, out})
         return out
 
@@ -93,7 +89,7 @@ class _Builder:
 
     def emit(self, node: Node) -> None:
         k, name, shape = node.kind, xir_name(node.name), _nhwc(node.shape or ())
-        mod = layer_of(self.s.model, node)
+        nr = self.r.of(node)
         ins = [self.inp(i) for i in node.inputs if i.is_tensor]
         op: XOp | None = None
         if k is OpKind.INPUT:
@@ -142,7 +138,7 @@ class _Builder:
             op = XOp(name, "concat", attrs={"axis": Attr.int32(_axis(node.shape, dim))},
                      inputs={"input": ins})
         elif k in (OpKind.ADAPTIVE_AVGPOOL2D, OpKind.AVGPOOL2D, OpKind.MAXPOOL2D):
-            op = self.pool(node, name, shape, ins, mod)
+            op = self.pool(node, name, shape, ins, nr)
         elif k is OpKind.STRIDED_SLICE:
             op = self.slice(node, name, ins)
         elif k is OpKind.PAD:
@@ -168,10 +164,9 @@ class _Builder:
             self.cpu_ops.append(node.name)
         op.output = XTensor(name, tuple(shape))
         self.g.add(op)
-        q = mod._modules.get("out_q")
-        self.ref[node] = self.fix(op.name, q, shape) if q is not None else op.name
+        self.ref[node] = self.fix(op.name, nr.output, nr.output_key, shape)
 
-    def pool(self, node, name, shape, ins, mod):
+    def pool(self, node, name, shape, ins, nr: NodeResult):
         in_shape = node.inputs[0].shape
         if node.kind is OpKind.ADAPTIVE_AVGPOOL2D:
             kh, kw = in_shape[2] // node.shape[2], in_shape[3] // node.shape[3]
@@ -196,11 +191,7 @@ class _Builder:
             i0 = XOp(name + "_i0", xtype, attrs=attrs, inputs={"input": ins[:1]},
                      output=XTensor(name + "_i0", tuple(shape)))
             self.g.add(i0)
-            factor = 1.0
-            post = mod.post
-            if post is not None:
-                factor = float(post(torch.ones(1)))
-            self.g.add(const_op(name + "_i1", np.array([factor], dtype=np.float32)))
+            self.g.add(const_op(name + "_i1", np.array([nr.output_factor], dtype=np.float32)))
             return XOp(name, "mul", inputs={"input": [name + "_i0", name + "_i1"]})
         return XOp(name, xtype, attrs=attrs, inputs={"input": ins[:1]})
 
@@ -250,7 +241,7 @@ class _Builder:
                    inputs={"input": ins[:1], "shape": [stack.name]})
 
     def build(self) -> XGraph:
-        graph = self.s.graph
+        graph = self.r.graph
         body = XGraph(graph.model_name)
         self.g = body
         for node in graph.nodes:
@@ -277,26 +268,25 @@ class _Builder:
         return ordered
 
 
-def build_xgraph(session) -> XGraph:
-    if session.mode is not QuantMode.TEST:
-        raise ExportError("xmodel export needs a test-mode quantizer",
-                          hint="construct torch_quantizer('test', ...) first")
+def build_xgraph(result: QuantResult) -> XGraph:
+    """The XGraph of a frozen quantization result (no file written)."""
     with torch.no_grad():
-        return _Builder(session).build()
+        return _Builder(result).build()
 
 
-def export_xmodel(session, output_dir="quantize_result", *, deploy_check: bool = False) -> Path:
+def export_xmodel(result: QuantResult, output_dir="quantize_result", *,
+                  deploy_check: bool = False) -> Path:
     """Write ``<output_dir>/<Model>_int.xmodel`` (atomically); optionally dump golden data."""
     from ...config.spec import TargetDevice
-    if session.config.target_device is not TargetDevice.DPU:
+    if result.config.target_device is not TargetDevice.DPU:
         raise ExportError("an XModel is only produced for target_device DPU",
-                          where=f"target_device={session.config.target_device.value}",
+                          where=f"target_device={result.config.target_device.value}",
                           hint="use export_onnx_model() or export_torch_script() for CPU/GPU")
-    graph = build_xgraph(session)
-    path = Path(output_dir) / f"{session.graph.model_name}_int.xmodel"
+    graph = build_xgraph(result)
+    path = Path(output_dir) / f"{result.model_name}_int.xmodel"
     write_xmodel(graph, path, allow_unregistered=graph.root is not None)
-    log.info("=>Successfully convert '%s' to xmodel.(%s)", session.graph.model_name, path)
+    log.info("=>Successfully convert '%s' to xmodel.(%s)", result.model_name, path)
     if deploy_check:
         from .deploy_check import dump_deploy_check
-        dump_deploy_check(session, Path(output_dir))
+        dump_deploy_check(result, Path(output_dir))
     return path
