@@ -19,8 +19,9 @@ from nndct_lite.errors import NndctError
 from nndct_lite.xmodel.model import XGraph, XOp, numpy_dtype_of
 from nndct_lite.xmodel.reader import read_xmodel
 
-from .opimpl import IMPLS
-from .values import Fixed, Floating, SimError, Value
+from .opimpl import resolve
+from .registry import unsupported_error
+from .values import Fixed, Floating, SimError, Value, requantize
 
 __all__ = ["Simulator", "simulate", "load_graph"]
 
@@ -77,11 +78,17 @@ class Simulator:
         errs = self.graph.topo_errors()
         if errs:
             raise SimError("the graph is not in topological order: " + errs[0])
-        missing = sorted({op.type for op in self.graph if op.type not in IMPLS
-                          and op.type not in _INPUT_TYPES})
+        self._impl = {}
+        missing = []
+        for op in self.graph:
+            if op.type in _INPUT_TYPES:
+                continue
+            fn = resolve(op)
+            if fn is None:
+                missing.append(op)
+            self._impl[op.name] = fn
         if missing:
-            raise SimError(f"op types not supported by the simulator: {missing}",
-                           hint="see nndct_lite.sim.supported_op_types()")
+            raise unsupported_error(missing)
         ins = self.graph.input_ops()
         if not ins:
             raise SimError("the graph has no data op")
@@ -112,7 +119,7 @@ class Simulator:
             except KeyError as e:
                 raise SimError(f"op {op.name!r}: input {e.args[0]!r} has no value") from None
         try:
-            return IMPLS[op.type](ctx, op, ins)
+            return self._impl[op.name](ctx, op, ins)
         except NndctError:
             raise
         except Exception as e:  # numpy errors etc.: say which op failed
@@ -201,7 +208,7 @@ class Simulator:
     def _run_batch(self, feeds: dict[str, np.ndarray], wanted: Sequence[str]) -> dict[str, Value]:
         n = next(iter(feeds.values())).shape[0]
         ctx = _Ctx(self, n)
-        env: dict[str, Value] = {k: Floating(v) for k, v in feeds.items()}
+        env: dict[str, Value] = {k: self._feed(k, v) for k, v in feeds.items()}
         wanted_set = set(wanted)
         last_use: dict[str, int] = {}
         for i, op in enumerate(self._plan):
@@ -225,6 +232,17 @@ class Simulator:
                     env.pop(nm, None)
         self.float_ops = floats
         return results
+
+    def _feed(self, name: str, x: np.ndarray) -> Value:
+        """A fed input: float values, or for a ``data-fix`` op with a ``fix_point`` tensor
+        attribute (compiled xmodels) the codes the DPU would receive."""
+        op = self.graph.op(name)
+        t = op.output
+        if op.type == "data-fix" and t is not None and "fix_point" in t.attrs:
+            fp = int(t.attrs["fix_point"].value)
+            bw = t.bit_width if t.bit_width < 32 else 8
+            return Fixed(requantize(Floating(x), fp, bw, True, "DPU_ROUND"), fp, 1, (bw, True))
+        return Floating(x)
 
     def run_values(self, inputs, *, layout: str = "auto", batch_size: int | None = 100,
                    outputs: Iterable[str] | None = None) -> dict[str, Value]:

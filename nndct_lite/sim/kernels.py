@@ -11,7 +11,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from .values import SimError, ceil_div, exact_int_matmul_dtype
 
-__all__ = ["pad_spatial", "windows", "conv_out_size", "conv2d", "depthwise_conv2d",
+__all__ = ["pad_spatial", "windows", "conv_out_size", "conv2d", "depthwise_conv2d", "conv3d",
+           "transposed_conv3d",
            "transposed_conv2d", "transposed_depthwise_conv2d", "exact_matmul", "pool2d"]
 
 
@@ -262,3 +263,65 @@ def pool2d(x, kind, kernel, stride, pad, mode="FLOOR", count_include_pad=True,
     if np.all(cnt == cnt.flat[0]):
         return s, int(cnt.flat[0])
     return s, cnt[None, :, :, None]
+
+
+# -- 3-D convolutions (XIR layout N, H, W, D, C; weights O, kh, kw, kd, I) ----------------------
+
+def _depth_taps(x, kd, sd, dd, pn, pf, mode):
+    """Depth-padded input and output depth: tap ``k`` reads ``xp[:, :, :, k*dd + od*sd]``."""
+    d = x.shape[3]
+    od = conv_out_size(d, kd, sd, dd, pn, pf, mode)
+    if od <= 0:
+        raise SimError(f"output depth {od} is not positive")
+    lead, trail = _pads_for(d, kd, sd, dd, pn, pf, od, mode)
+    widths = [(0, 0)] * 3 + [(lead, trail), (0, 0)]
+    xp = np.pad(x, widths) if lead or trail else x
+    return xp, od
+
+
+def conv3d(x, wt, stride, dilation, pad, mode="FLOOR", depthwise=False):
+    """3-D conv as a sum over depth taps of 2-D convs (stride/dilation (h, w, d), pad
+    (l, r, t, b, near, far)); exact int64 for integer inputs."""
+    kd = wt.shape[3]
+    sh, sw, sd = stride
+    dh, dw, dd = dilation
+    xp, od = _depth_taps(x, kd, sd, dd, pad[4], pad[5], mode)
+    n, h, w, _, c = xp.shape
+    acc = None
+    for k in range(kd):
+        sl = xp[:, :, :, k * dd:k * dd + (od - 1) * sd + 1:sd, :]  # (n, h, w, od, c)
+        x2 = np.ascontiguousarray(sl.transpose(0, 3, 1, 2, 4)).reshape(n * od, h, w, c)
+        w2 = np.ascontiguousarray(wt[:, :, :, k, :])
+        if depthwise:
+            y = depthwise_conv2d(x2, w2, (sh, sw), (dh, dw), pad[:4], mode)
+        else:
+            y = conv2d(x2, w2, (sh, sw), (dh, dw), pad[:4], mode)
+        acc = y if acc is None else acc + y
+    _, oh, ow, oc = acc.shape
+    return np.ascontiguousarray(acc.reshape(n, od, oh, ow, oc).transpose(0, 2, 3, 1, 4))
+
+
+def transposed_conv3d(x, wt, stride, dilation, pad, mode="FLOOR", depthwise=False):
+    """Transposed 3-D conv: 2-D transposed convs per depth tap, scattered along depth at
+    ``z*stride + kz*dilation``, then the depth crop (near, far) like the 2-D pad crop."""
+    n, h, w, d, c = x.shape
+    kd = wt.shape[3]
+    sh, sw, sd = stride
+    dh, dw, dd = dilation
+    fd = (d - 1) * sd + (kd - 1) * dd + 1
+    x2 = np.ascontiguousarray(x.transpose(0, 3, 1, 2, 4)).reshape(n * d, h, w, c)
+    full = None
+    for k in range(kd):
+        w2 = np.ascontiguousarray(wt[:, :, :, k, :])
+        fn = transposed_depthwise_conv2d if depthwise else transposed_conv2d
+        y = fn(x2, w2, (sh, sw), (dh, dw), pad[:4], mode)
+        y = y.reshape(n, d, *y.shape[1:])
+        if full is None:
+            full = np.zeros((n, fd) + y.shape[2:], dtype=y.dtype)
+        full[:, k * dd:k * dd + (d - 1) * sd + 1:sd] += y
+    od = transposed_out_size(d, kd, sd, dd, pad[4], pad[5], mode)
+    lead = max(fd - od, 0) // 2 if mode in ("SAME", "VALID") else pad[4]
+    out = np.zeros((n, od) + full.shape[2:], dtype=full.dtype)
+    src = full[:, lead:lead + od]
+    out[:, :src.shape[1]] = src
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1, 4))

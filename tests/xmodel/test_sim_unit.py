@@ -237,16 +237,37 @@ def test_hard_sigmoid_hard_swish_leaky_relu6():
         b.fix("out", "a", fo)
         sim, _ = b.run(np.zeros((1, len(x))))
         return sim(np.asarray(x, float)[None]).reshape(-1).tolist()
-    # numerics T14 / Example 19: relu6(x+3)*2731/2^14 then fp 7
-    assert act("hard-sigmoid", [1.0, 0.0, 3.0, -3.0], 4, 7) == [0.6640625, 0.5, 0.9921875, 0.0]
-    # T15 and T28: h quantized to fp 7 inside, y = x*h, then the output fix
-    assert act("hard-swish", [3.0], 4, 5) == [2.96875]
-    assert act("hard-swish", [-1.0], 4, 6) == [-0.328125]
-    assert act("hard-swish", [1.0, 4.0], 4, 7) == [0.6640625, 0.9921875]
+    # XIR's definitions: hard-sigmoid = relu6(x+3)/6, hard-swish = x*relu6(x+3)/6 (exact)
+    # 1 -> 4/6 = 0.666.. -> fp 7: 85.33 -> 85; 0 -> 0.5 -> 64; 3 -> 1 -> 128 clamps 127
+    assert act("hard-sigmoid", [1.0, 0.0, 3.0, -3.0], 4, 7) == [85 / 128, 0.5, 127 / 128, 0.0]
+    # 1 * 4/6 -> fp 7: 85.33 -> 85; -1 * 2/6 = -0.333 -> fp 6: -21.33 -> -21
+    assert act("hard-swish", [1.0], 4, 7) == [85 / 128]
+    assert act("hard-swish", [-1.0], 4, 6) == [-21 / 64]
+    # the DPU form (numerics T14 / Example 19): hard-sigmoid-fix = relu6(x+3)*2731/2^14
+    assert act("hard-sigmoid-fix", [1.0, 0.0, 3.0, -3.0], 4, 7) == [0.6640625, 0.5, 0.9921875, 0.0]
     # T16: slope 26/256, -2.5 -> -0.25390625 -> fp 7: -32.5 -> -32
     assert act("leaky-relu", [-2.5, 1.5], 1, 7, alpha=26 / 256) == [-0.25, 0.9921875]
     assert act("relu6", [7.5, -1.0, 5.25], 2, 2) == [6.0, 0.0, 5.25]
     assert act("relu", [-0.75, 0.75], 2, 2) == [0.0, 0.75]
+
+
+def test_dpu_hard_swish_as_the_original_writes_it():
+    """hard-sigmoid -> mul(const 8193/8192) -> fix fp 7 -> mul(x, h) -> fix: the DPU's
+    relu6(x+3)*2731/2^14 exactly (the const cancels the 6), numerics T15 / T28 / Example 20."""
+    def hswish(x, fi, fo):
+        b = B()
+        b.fix("xf", b.data("x", [1, len(x)]), fi)
+        b.op("hs", "hard-sigmoid", "xf", [1, len(x)])
+        b.const("k", [8193 / 8192])
+        b.op("hsm", "mul", ["hs", "k"], [1, len(x)])
+        b.fix("h", "hsm", 7)
+        b.op("y", "mul", ["xf", "h"], [1, len(x)])
+        b.fix("out", "y", fo)
+        sim, _ = b.run(np.zeros((1, len(x))))
+        return sim(np.asarray(x, float)[None]).reshape(-1).tolist()
+    assert hswish([3.0], 4, 5) == [2.96875]
+    assert hswish([-1.0], 4, 6) == [-0.328125]
+    assert hswish([1.0, 4.0], 4, 7) == [0.6640625, 0.9921875]
 
 
 def test_data_movement_keeps_codes():
