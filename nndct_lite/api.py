@@ -14,7 +14,7 @@ from ._log import get_logger
 from .config.spec import TargetDevice, TensorKind
 from .errors import CalibrationError, InputError, ModeError, QuantInfoError
 from .quant.build import quantizers, set_mode
-from .quant.pipeline import QuantSession, prepare
+from .session import QuantSession, prepare
 from .state.modes import QuantMode, parse_quant_mode
 
 __all__ = ["torch_quantizer"]

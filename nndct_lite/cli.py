@@ -307,7 +307,7 @@ def _notes(node, mod) -> str:
 
 def inspect_rows(session) -> list[InspectRow]:
     """One row per graph node of a (calib or test) session: device and reason."""
-    from .quant.pipeline import layer_type_of
+    from .graph.layer_type import layer_type_of
     rows = []
     for node in session.graph.nodes:
         device, reason = _device_of(session, node)

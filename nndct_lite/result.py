@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # type-only: the result is data; these modules sit below it
     from .config.resolve import QuantPlan
     from .config.spec import QuantConfig
     from .graph.ir import Graph, Node
-    from .quant.params import QuantParams
+    from .numerics.params import QuantParams
 
 __all__ = ["NodeResult", "QuantResult"]
 

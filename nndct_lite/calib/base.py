@@ -25,20 +25,13 @@ import torch
 
 from ..config.spec import QuantSpec
 from ..errors import CalibrationError
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams, Role
 
 __all__ = ["Role", "BatchMode", "Observer", "rows", "finite_rows"]
 
 _NARROW = (torch.float16, torch.bfloat16)
 
 
-class Role(enum.Enum):
-    """What the observed tensor is; decides the scope of the power-of-two search and whether
-    later batches count."""
-
-    PARAM = "param"              #: weight or bias: calibrated once, on the first batch
-    ACTIVATION = "activation"    #: an output quantizer: one result per batch, combined
-    MODEL_INPUT = "model_input"  #: the model input / QuantStub output: power-of-two scope 1
 
 
 class BatchMode(enum.Enum):

@@ -28,7 +28,7 @@ from .._log import get_logger
 from ..config.spec import CalibMethod, QuantSpec
 from ..errors import ConfigError
 from ..numerics.rounding import RoundMode
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams
 from .base import BatchMode, Observer, Role
 from .search import entropy_amax, mse_amax, percentile_amax
 from .stats import ScaleHistory

@@ -21,7 +21,7 @@ import torch
 
 from ..config.spec import QuantSpec
 from ..errors import CalibrationError, ConfigError
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams
 from .base import BatchMode, Observer, Role, rows
 from .stats import ScaleHistory
 

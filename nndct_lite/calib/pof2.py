@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..numerics import native
 from ..numerics.fixpoint import TINY_STEP_FIX_POS, max_fix_pos
 from ..numerics.rounding import RoundMode
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams
 from .base import Observer, Role, Scratch, finite_rows, rows
 from .stats import FixPosVotes
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 
-from ..algorithms.bias_correction import BiasCorrector
+from ..calib.bias_correction import BiasCorrector
 from ..calib import Role
 
 __all__ = ["StepObserver", "StepBiasCorrector"]

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..algorithms.bias_correction import BiasCorrector
+from ..calib.bias_correction import BiasCorrector
 from ..calib.base import Scratch
 from ..calib import Role
 from ..codegen.python import generate_source

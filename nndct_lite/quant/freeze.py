@@ -15,7 +15,7 @@ from ..state.modes import QuantMode
 from .build import layer_of, set_mode
 from .fake_quantizer import FakeQuantizer
 from .modules import QuantOp
-from .params import QuantParams
+from ..numerics.params import QuantParams
 
 __all__ = ["freeze", "deploy_copy", "batch1"]
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..algorithms.bias_correction import BiasCorrector
+from ..calib.bias_correction import BiasCorrector
 from ..state.modes import QuantMode
 
 __all__ = ["NndctQuantModel", "QuantOp", "Input", "Const", "Module", "Method", "Opaque", "Conv1d",

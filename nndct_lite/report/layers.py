@@ -24,7 +24,7 @@ from ..calib.base import dense_flat
 from ..errors import InputError
 from ..quant.build import layer_of, quantizers, set_mode
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams
 from ..state.modes import QuantMode
 
 __all__ = ["LayerRow", "TensorQuant", "layer_report", "log_report", "format_table",
@@ -418,7 +418,7 @@ def _weight_sqnr(session) -> dict:
 
 def _rows(session, carriers, out_acc, q_acc, weight_db, n_batches) -> list[LayerRow]:
     from ..graph.ops import MEMORY_ONLY, OpKind
-    from ..quant.pipeline import layer_type_of
+    from ..graph.layer_type import layer_type_of
     model, placement = session.model, session.placement
     db = {n: out_acc[n].db for n in carriers}
     rows = []

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import QuantInfoError
 from ..graph.ir import Graph
-from ..quant.params import QuantParams
+from ..numerics.params import QuantParams
 from .files import atomic_write_text
 
 __all__ = ["QuantInfo", "graph_md5", "write_quant_info", "read_quant_info", "VERSION"]

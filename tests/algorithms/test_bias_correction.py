@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from algo_helpers import forward_batches, layer, write_config  # noqa: E402
 from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.algorithms.bias_correction import BiasCorrector  # noqa: E402
+from nndct_lite.calib.bias_correction import BiasCorrector  # noqa: E402
 from nndct_lite.errors import QuantInfoError  # noqa: E402
 from nndct_lite.graph.ops import CONV_LIKE  # noqa: E402
 from nndct_lite.numerics.fake_quant import fake_quantize_pof2  # noqa: E402

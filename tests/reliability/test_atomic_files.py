@@ -133,7 +133,7 @@ def test_failed_write_keeps_the_previous_files(tmp_path, monkeypatch):
 
 
 def test_interrupted_export_never_pairs_files_of_two_calibrations(tmp_path, monkeypatch):
-    import nndct_lite.quant.pipeline as pipeline
+    import nndct_lite.session.core as pipeline
     torch.manual_seed(1)
     x = torch.randn(4, 3, 8, 8)
     d = tmp_path / "quantize_result"

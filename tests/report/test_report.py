@@ -270,7 +270,7 @@ def test_export_quant_config_writes_the_report(calibrated):
 
 def test_chart_environment_variable(tmp_path, monkeypatch):
     from nndct_lite.errors import ConfigError
-    from nndct_lite.quant.pipeline import CHART_ENV
+    from nndct_lite.session.settings import CHART_ENV
     batches = _batches(1)
     monkeypatch.setenv(CHART_ENV, "maybe")
     with pytest.raises(ConfigError, match="NNDCT_LITE_REPORT_CHART='maybe' is not a switch"):
@@ -284,7 +284,7 @@ def test_chart_environment_variable(tmp_path, monkeypatch):
 
 def test_report_batches_environment_variable(tmp_path, monkeypatch):
     from nndct_lite.errors import ConfigError
-    from nndct_lite.quant.pipeline import REPORT_ENV
+    from nndct_lite.session.settings import REPORT_ENV
     batches = _batches(2)
     monkeypatch.setenv(REPORT_ENV, "0")
     q = torch_quantizer("calib", _model(), (batches[0][:1],), output_dir=str(tmp_path / "a"))
@@ -319,7 +319,7 @@ def test_a_failing_report_never_breaks_the_export(calibrated, tmp_path, monkeypa
 
 
 def test_report_sample_keeps_whole_samples_under_the_limit(monkeypatch):
-    from nndct_lite.quant import pipeline
+    from nndct_lite.session import settings as pipeline
     monkeypatch.setattr(pipeline, "REPORT_MAX_INPUT_VALUES", 1000)
     x, m = torch.randn(16, 3, 10, 10), torch.ones(16, 4)       # 304 values per sample
     kept = pipeline.report_sample((x, m, 7))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...errors import ExportError
-from ...quant.params import QuantParams
+from ...numerics.params import QuantParams
 from ...result import QuantResult
 from ...state.files import atomic_write_bytes, atomic_write_text
 from .build import xir_name

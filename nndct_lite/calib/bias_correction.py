@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..calib.base import dense_flat
+from .base import dense_flat
 from ..numerics import native
 
 __all__ = ["BiasCorrector"]

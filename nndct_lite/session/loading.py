@@ -1,0 +1,154 @@
+"""Test mode: load ``quant_info.json``, the bias corrections and the fast-finetuned
+parameters of ``quantize_result/`` into a session, checking they belong to its graph."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .._log import get_logger
+from ..config.spec import QuantConfig
+from ..errors import QuantInfoError
+from ..graph.ir import Graph
+from ..graph.ops import CONV_LIKE
+from ..numerics.params import QuantParams
+from ..quant.build import layer_of, quantizers
+from ..state.files import safe_torch_load
+from ..state.layout import BIAS_CORR_FILE, PARAM_FILE, QUANT_INFO_FILE
+from ..state.quant_info import graph_md5, read_quant_info
+
+__all__ = ["TestModeLoading"]
+
+log = get_logger("quant")
+
+
+class TestModeLoading:
+    """Mixin of :class:`~nndct_lite.session.core.QuantSession`: the test-mode loaders."""
+
+    graph: Graph
+    config: QuantConfig
+    model: nn.Module
+    output_dir: Path
+    fast_finetuned: bool
+
+    def load_results(self) -> None:
+        info = read_quant_info(self.output_dir, self.graph)
+        path = self.output_dir / QUANT_INFO_FILE
+        for key, q in quantizers(self.model).items():
+            section = info.param if q.key in info.param or "::" in key and q.role.name == "PARAM" \
+                else info.output
+            entry = section.get(key)
+            if entry is None:
+                known = list(info.param) + list(info.output)
+                raise QuantInfoError(
+                    f"quant_info.json has no entry for {key}: it was written for another model "
+                    f"or another version of this one ({len(known)} entries, e.g. "
+                    f"{known[:2]})", where=f"{path}, node {key}",
+                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                    hint="re-run calibration with the same model, config and nndct_lite version")
+            if entry.bit_width != q.spec.bit_width:
+                raise QuantInfoError(
+                    f"bit width of {key} is {entry.bit_width} in quant_info.json but "
+                    f"{q.spec.bit_width} in the current config", where=f"{path}, node {key}",
+                    hint="use the same quant_config_file for calib and test")
+            q.params = entry if entry.is_set else None
+            if entry.is_set and entry.fix_pos is not None and isinstance(entry.fix_pos, tuple):
+                q.params = QuantParams(entry.bit_width, fix_pos=entry.fix_pos, axis=q.axis)
+            elif entry.is_set and isinstance(entry.scale, tuple):
+                q.params = QuantParams(entry.bit_width, scale=entry.scale,
+                                       zero_point=entry.zero_point, float_max=entry.float_max,
+                                       axis=q.axis)
+        if not info.version.startswith("3."):
+            keys = set(quantizers(self.model))
+            extra = [k for k in (*info.param, *info.output) if k not in keys]
+            if extra:
+                raise QuantInfoError(
+                    f"quant_info.json has entries for {len(extra)} node(s) this model does not "
+                    f"have, first {extra[0]}: it was calibrated on another version of the model",
+                    where=f"{path}, node {extra[0]}",
+                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                    hint="re-run calibration with this model")
+        if info.graph_md5 and info.graph_md5 != graph_md5(self.graph) \
+                and not info.version.startswith("3."):
+            raise QuantInfoError("quant_info.json was calibrated on a graph with a different "
+                                 "structure (graph_md5 differs)", where=str(path),
+                                 code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                                 hint="re-run calibration with this model")
+        self.fast_finetuned = info.fast_finetuned
+        wanted = bool(self.config.include_bias_corr)
+        if info.bias_corrected != wanted:
+            # the calibration decides: its fix positions were computed with (or without) the
+            # corrected biases, and the deployed model must match the test-mode one
+            log.warning("include_bias_corr is %s in this config but %s says the calibration ran "
+                        "%s bias correction; following the calibration (%s)",
+                        str(wanted).lower(), path, "with" if info.bias_corrected else "without",
+                        "applying bias_corr.pth" if info.bias_corrected
+                        else "no bias correction")
+        if info.bias_corrected:
+            self._load_bias_corrections(info.bias_corr_sha256)
+
+    def _load_bias_corrections(self, sha256: str = "") -> None:
+        path = self.output_dir / BIAS_CORR_FILE
+        if sha256 and path.is_file() and \
+                hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise QuantInfoError(
+                "bias_corr.pth does not match quant_info.json (sha256 differs): it is corrupted, "
+                "or comes from another calibration (e.g. an interrupted export_quant_config())",
+                where=str(path), hint="re-run calibration")
+        data = safe_torch_load(path, "bias correction result")
+        if not isinstance(data, dict):
+            raise QuantInfoError("bias_corr.pth must hold a dict {node name: corrections}",
+                                 where=str(path), hint="re-run calibration")
+        for node in self.graph.nodes:
+            mod = layer_of(self.model, node)
+            if node.kind not in CONV_LIKE or mod._modules.get("bias_q") is None:
+                continue
+            if node.name in data:
+                corr = data[node.name]
+            elif node.normalized in data:
+                corr = data[node.normalized]
+            else:
+                raise QuantInfoError(
+                    f"bias correction file has no entry for {node.name}: it does not match "
+                    "the current model", where=f"{path}, node {node.name}",
+                    code="QUANTIZER_TORCH_BIAS_CORRECTION",
+                    hint="calibrate and test with the same model and include_bias_corr setting")
+            if corr is not None:
+                try:
+                    t = torch.as_tensor(corr, dtype=mod.bias.dtype, device=mod.bias.device)
+                except (TypeError, ValueError, RuntimeError) as exc:
+                    raise QuantInfoError(f"bias correction of {node.name} is not a list of "
+                                         f"numbers ({exc})", where=f"{path}, node {node.name}",
+                                         hint="re-run calibration to rewrite it") from exc
+                if t.shape != mod.bias.shape:
+                    raise QuantInfoError(f"bias correction of {node.name} has {t.numel()} "
+                                         f"values, the layer has {mod.bias.numel()} channels",
+                                         where=f"{path}, node {node.name}",
+                                         hint="calibrate and test with the same model")
+                mod.bias_correction = t
+
+    def load_ft_param(self) -> None:
+        path = self.output_dir / PARAM_FILE
+        if not self.fast_finetuned:
+            raise QuantInfoError("quant_info.json says the model was not fast-finetuned",
+                                 where=str(self.output_dir / QUANT_INFO_FILE),
+                                 code="QUANTIZER_TORCH_FAST_FINETUNE",
+                                 hint="call quantizer.fast_finetune(...) in calib mode first, "
+                                      "or drop load_ft_param()")
+        sd = safe_torch_load(path, "fast finetune parameter")
+        if not isinstance(sd, dict):
+            raise QuantInfoError("param.pth must hold a state dict", where=str(path),
+                                 hint="re-run fast finetune with this model")
+        try:
+            result = self.model.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:
+            raise QuantInfoError(f"param.pth does not fit this model: {exc}", where=str(path),
+                                 hint="re-run fast finetune with this model") from exc
+        if result.unexpected_keys:
+            raise QuantInfoError(
+                f"param.pth does not fit this model: {len(result.unexpected_keys)} unknown "
+                f"key(s), e.g. {result.unexpected_keys[:3]}", where=str(path),
+                hint="re-run fast finetune with this model")
+

@@ -1,0 +1,143 @@
+"""``prepare``: the one-way pipeline that builds a session.
+
+config -> capture -> passes (ReLU6, BN folding, CLE) -> placement -> config resolution ->
+generated model -> quantizers; in test mode it then loads ``quantize_result/`` and checks it
+belongs to this graph."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import distributed
+from .._log import get_logger
+from ..algorithms.cle import cross_layer_equalize
+from ..config import explain, load_config, resolve
+from ..config.resolve import NodeInfo
+from ..config.spec import QuantSpec, TargetDevice, TensorKind
+from ..graph.capture import capture
+from ..graph.ir import Graph, Node
+from ..graph.layer_type import layer_type_of
+from ..graph.ops import CONV_LIKE, OpKind
+from ..graph.passes.fold_bn import fold_batchnorm
+from ..graph.passes.relu6 import relu6_to_relu
+from ..quant.build import build_quant_model, layer_of, set_mode, write_and_import
+from ..quant.placement import Placement, place_quantizers
+from ..state.files import atomic_write_text
+from ..state.layout import RESOLVED_CONFIG_FILE
+from ..state.modes import QuantMode
+from .core import QuantSession
+from .settings import report_batch_count, report_chart_wanted, report_sample
+
+__all__ = ["prepare"]
+
+log = get_logger("quant")
+
+
+def _float_nodes(graph: Graph, config) -> frozenset:
+    nodes = set()
+    compute = [n for n in graph.nodes if n.kind in CONV_LIKE]
+    if getattr(config, "keep_first_last_layer_accuracy", False) and compute:
+        nodes.update({compute[0], compute[-1]})
+    if getattr(config, "keep_add_layer_accuracy", False):
+        nodes.update(n for n in graph.nodes if n.kind is OpKind.ADD)
+    return frozenset(nodes)
+
+
+def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
+    infos = []
+    for n in graph.nodes:
+        kinds = set()
+        if n.kind in CONV_LIKE and placement.group_of[n] not in placement.float_heads:
+            kinds.add(TensorKind.WEIGHTS)
+            if "bias" in n.params:
+                kinds.add(TensorKind.BIAS)
+        if placement.is_carrier(n):
+            kinds.add(TensorKind.ACTIVATION)
+            if n.kind is OpKind.INPUT:
+                kinds.add(TensorKind.INPUT)
+        carrier = placement.output_quantizer_of(n) if n.is_tensor else None
+        reason = None
+        if n in placement.float_heads or placement.group_of.get(n) in placement.float_heads:
+            reason = "kept float by keep_first_last_layer_accuracy / keep_add_layer_accuracy"
+        elif n.kind is OpKind.OTHER:
+            reason = "not supported by the DPU: runs in float"
+        infos.append(NodeInfo(name=n.name, layer_type=layer_type_of(n), kinds=frozenset(kinds),
+                              group=carrier.name if carrier is not None else None,
+                              float_reason=reason))
+    return infos
+
+
+def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
+    out = []
+    for node in graph.nodes:
+        mod = layer_of(model, node)
+        if getattr(mod, "post", None) is not None:
+            out.append(f"{node.name}: output x {float(mod.post(torch.ones(1))):.10g}")
+        elif getattr(mod, "replace", None) is not None or node.kind is OpKind.LEAKY_RELU:
+            out.append(f"{node.name}: {node.kind.value} replaced by its DPU form")
+    return out
+
+
+def _write_resolved(output_dir: Path, config, plan, rewrites: dict) -> None:
+    data = explain(config, plan)
+    data["graph_rewrites"] = rewrites
+    atomic_write_text(output_dir / RESOLVED_CONFIG_FILE,
+                      json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: Path,
+            config_file, bitwidth, device: torch.device, target=None) -> QuantSession:
+    config = load_config(config_file, bitwidth=bitwidth)
+    graph, _ = capture(module, example)
+    rewrites: dict[str, list] = {}
+    if config.include_cle or config.convert_relu6_to_relu:
+        rewrites["relu6_to_relu"] = relu6_to_relu(graph)
+    rewrites["batchnorm_folded"] = fold_batchnorm(graph)
+    if config.include_cle:
+        rewrites["cross_layer_equalization_pairs"] = [list(p) for p in cross_layer_equalize(graph)]
+    placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
+    if placement.float_ops:
+        log.warning("these ops are not supported by the DPU and stay float: %s",
+                    ", ".join(f"{n.name} ({getattr(n.target, '__name__', n.target)})"
+                              for n in placement.float_ops))
+    plan = resolve(config, _node_infos(graph, placement))
+
+    def spec_of(node: Node, kind: TensorKind) -> QuantSpec:
+        return plan.specs(node.name)[kind].spec
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    w = distributed.world()
+    cls, path = write_and_import(graph, output_dir) if w is None else \
+        distributed.import_generated(w, graph, output_dir)
+    dpu_approx = config.target_device is TargetDevice.DPU
+    model = build_quant_model(cls, graph, placement, spec_of, dpu_approx=dpu_approx,
+                              bias_correction=bool(config.include_bias_corr), device=device,
+                              target=config.target_device)
+    rewrites["dpu_approximations"] = _approximation_list(graph, model) if dpu_approx else []
+    rewrites["float_ops"] = [n.name for n in placement.float_ops]
+    rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)
+    if distributed.is_writer(w):
+        _write_resolved(output_dir, config, plan, rewrites)
+    model.train(module.training)
+    session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
+                           example, path)
+    if mode is QuantMode.TEST:
+        session.load_results()
+    set_mode(model, mode)
+
+    keep = report_batch_count() if mode is QuantMode.CALIB else 0
+    session.report_chart = keep > 0 and report_chart_wanted()   # a bad value fails here
+
+    def _count(_m, inp):
+        session.forwards += 1
+        if len(session.report_batches) < keep:
+            session.report_batches.append(report_sample(inp))
+    model.register_forward_pre_hook(_count)
+    if w is not None:
+        session.dist = distributed.attach(session, w)
+    log.info("=>Quantizable module is generated.(%s)", path)
+    return session
+
