@@ -609,7 +609,7 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     parser = argparse.ArgumentParser(
         prog=PROG, description="nndct_lite: post-training quantization for PyTorch "
                                "(vai_q_pytorch compatible). See docs/cli.md.")

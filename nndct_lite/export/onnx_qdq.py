@@ -43,7 +43,7 @@ import torch
 
 from ..numerics.rounding import RoundMode
 
-from .. import __version__
+from .._version import __version__
 from .._log import get_logger
 from ..calib import Role
 from ..errors import ExportError
