@@ -69,6 +69,50 @@ def _load_state_dict_file(module: nn.Module, path) -> None:
                          ) from exc
 
 
+#: arguments of vai_q_pytorch's torch_quantizer that nndct_lite does not implement: what the
+#: argument does in the original, and what to do instead. Passing their default is fine;
+#: anything else is an InputError (an argument that silently did nothing would mislead).
+_UNIMPLEMENTED = {
+    "mix_bit": (False, "mixed-bit search is not implemented",
+                "leave mix_bit=False and set bit widths per layer in quant_config_file "
+                "(layer_quant_config / layer_type_quant_config)"),
+    "app_deploy": ("CV", "only the CV deployment flow exists",
+                   "leave app_deploy='CV' (the NLP flow of the original is not implemented)"),
+    "custom_quant_ops": (None, "custom op registration is not implemented",
+                         "leave custom_quant_ops unset; ops the DPU cannot run stay float and "
+                         "are written as CPU ops in the XModel"),
+    "dynamo": (False, "capture through torch.dynamo is not implemented",
+               "leave dynamo=False: models are captured with torch.fx, and Python control flow "
+               "on shapes is resolved with the example input"),
+}
+
+
+def _reject_unimplemented(**given) -> None:
+    for name, value in given.items():
+        default, what, hint = _UNIMPLEMENTED[name]
+        empty = value is None or value is False or (isinstance(value, (list, tuple, dict))
+                                                     and not value)
+        if value == default or (default in (None, False) and empty):
+            continue
+        raise InputError(f"{name}={value!r} is not supported: {what}", where=f"{name}=",
+                         hint=hint)
+
+
+def _check_target(target) -> None:
+    """``target`` names a DPU (``DPUCZDX8G_ISA1_B4096`` ...). The quantization is the same for
+    every DPU (the generic DPU rules); the name is recorded in resolved_config.json, and which
+    ops the named DPU runs is decided when vai_c_xir compiles the XModel for it."""
+    if target is None:
+        return
+    if not isinstance(target, str) or not target.upper().startswith("DPU"):
+        raise InputError(f"target={target!r} is not a DPU target name", where="target=",
+                         hint="pass a DPU name such as 'DPUCZDX8G_ISA1_B4096', or leave target "
+                              "unset")
+    log.warning("target=%s: the generic DPU rules are applied (they are the same for every "
+                "DPU); vai_c_xir decides which ops %s runs when it compiles the XModel",
+                target, target)
+
+
 class torch_quantizer:  # noqa: N801 - the original's name
     """Quantize a float ``module`` for the DPU (or CPU/GPU float-scale targets).
 
@@ -103,6 +147,9 @@ class torch_quantizer:  # noqa: N801 - the original's name
         if lstm or qat_proc:
             raise InputError("the LSTM and QAT flows are not part of nndct_lite",
                              where="lstm=/qat_proc=", hint="use the PTQ flow (calib/test)")
+        _reject_unimplemented(mix_bit=mix_bit, app_deploy=app_deploy,
+                              custom_quant_ops=custom_quant_ops, dynamo=dynamo)
+        _check_target(target)
         self.device = _device(device)
         self.output_dir = Path(output_dir)
         if state_dict_file is not None:
@@ -183,6 +230,12 @@ class torch_quantizer:  # noqa: N801 - the original's name
     def export_xmodel(self, output_dir: str = "quantize_result", deploy_check: bool = False,
                       dynamic_batch: bool = False):
         from .export.xmodel.build import export_xmodel
+        if dynamic_batch:
+            raise InputError("export_xmodel(dynamic_batch=True) is not supported: an XModel "
+                             "has a fixed batch size of 1", where="dynamic_batch=",
+                             hint="drop dynamic_batch; the DPU runtime batches by running the "
+                                  "batch-1 graph per image (use export_onnx_model(dynamic_batch"
+                                  "=True) for a batch-agnostic file)")
         s = self._require_test("export_xmodel")
         if s.dist is not None:   # rank 0 writes; the others get its path
             return s.dist.deploy(lambda: export_xmodel(s.freeze(), output_dir,

@@ -81,15 +81,18 @@ def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
     return out
 
 
-def _write_resolved(output_dir: Path, config, plan, rewrites: dict) -> None:
+def _write_resolved(output_dir: Path, config, plan, rewrites: dict,
+                    target: str | None) -> None:
     data = explain(config, plan)
     data["graph_rewrites"] = rewrites
+    data["dpu_target"] = target   # recorded only: the DPU rules are the same for every DPU
     atomic_write_text(output_dir / RESOLVED_CONFIG_FILE,
                       json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: Path,
-            config_file, bitwidth, device: torch.device, target=None) -> QuantSession:
+            config_file, bitwidth, device: torch.device,
+            target: str | None = None) -> QuantSession:
     config = load_config(config_file, bitwidth=bitwidth)
     graph, _ = capture(module, example)
     rewrites: dict[str, list] = {}
@@ -120,7 +123,7 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     rewrites["float_ops"] = [n.name for n in placement.float_ops]
     rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)
     if distributed.is_writer(w):
-        _write_resolved(output_dir, config, plan, rewrites)
+        _write_resolved(output_dir, config, plan, rewrites, target)
     model.train(module.training)
     session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
                            example, path)
