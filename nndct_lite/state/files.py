@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,28 +12,33 @@ import torch
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "safe_torch_load",
            "torch_bytes"]
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _mode_for(path: Path) -> int:
-    """The replaced file's permissions, else what a plain open() would give (0666 & ~umask)."""
+def _existing_mode(path: Path) -> int | None:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        return 0o666 & ~_UMASK
+        return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a new temp file beside it, fsync, ``os.replace``.
+
+    The temp file is created with mode 0666 so the OS applies the process umask, as a plain
+    ``open()`` would (no umask is read or changed, so this is safe in threaded programs and
+    works on Windows); a replaced file keeps its permissions. On any failure the temp file is
+    removed and the old file is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
-        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        mode = _existing_mode(path)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

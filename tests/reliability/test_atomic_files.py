@@ -396,3 +396,29 @@ def test_sigkill_during_export_leaves_previous_or_new_file(tmp_path):
         before = set(_temps(d))
         _calibrate(d, torch.randn(4, 3, 8, 8))
         assert set(_temps(d)) == before
+
+
+def test_atomic_write_keeps_permissions_and_honours_umask(tmp_path):
+    """New files get 0666 & ~umask like open(); replaced files keep their mode; no temp left."""
+    import os
+    import stat
+    from nndct_lite.state.files import atomic_write_bytes
+    old = os.umask(0o027)
+    try:
+        p = atomic_write_bytes(tmp_path / "a.bin", b"1")
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+        os.chmod(p, 0o600)
+        atomic_write_bytes(p, b"22")
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600 and p.read_bytes() == b"22"
+    finally:
+        os.umask(old)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_state_files_never_change_the_umask():
+    import ast
+    import inspect
+    import nndct_lite.state.files as files
+    calls = {n.func.attr for n in ast.walk(ast.parse(inspect.getsource(files)))
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert "umask" not in calls and "fchmod" not in calls
