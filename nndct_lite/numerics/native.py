@@ -1,12 +1,16 @@
 """Optional fused CPU kernels (``fused.c``): one pass over memory where the torch-op path makes
 four to thirteen.
 
-The C source ships with the package and is compiled on first use with the system C compiler
-(``cc``, or ``$CC``) into a per-user cache (``$NNDCT_LITE_CACHE_DIR``, default
-``~/.cache/nndct_lite``), keyed by the source, the flags, the compiler and the CPU, and written
-atomically; later processes only load it (ctypes, no Python C-API, no torch headers: it builds in
-well under a second). Without a compiler, or with ``NNDCT_LITE_NATIVE=0``, every caller falls back
-to the torch ops, logged once.
+The C source ships inside the package (wheel and sdist) and is compiled on first use with the
+system C compiler (``cc``, or ``$CC``) into a per-user cache (``$NNDCT_LITE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/nndct_lite``, else ``~/.cache/nndct_lite``), keyed by the source, the flags, the
+compiler and the CPU, and written atomically with a sha256 beside it; later processes only load
+it (ctypes, no Python C-API, no torch headers: it builds in well under a second). A cached
+library is loaded only when it and its folder belong to this user, are not writable by others,
+and its sha256 is the one recorded when it was built; otherwise it is rebuilt. Flags a compiler
+rejects (``-march=native``, ``-fopenmp`` on Apple clang) are dropped variant by variant. Without
+a compiler every caller falls back to the torch ops, logged once at WARNING; with
+``NNDCT_LITE_NATIVE=0`` they do so on purpose, logged at INFO.
 
 What changes with the kernels: nothing elementwise. Fake quantization gives the same bits as the
 torch path (the same IEEE operations in the same order). The sums of the diffs search and of the
@@ -41,26 +45,38 @@ log = get_logger("numerics")
 NATIVE_ENV = "NNDCT_LITE_NATIVE"
 CACHE_ENV = "NNDCT_LITE_CACHE_DIR"
 _SOURCE = Path(__file__).with_name("fused.c")
-_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
           "-std=c99", "-shared", "-fPIC"]
+_TUNE = ["-march=native"]
 if platform.machine().lower() in ("x86_64", "amd64"):
     # full-width AVX-512 where the CPU has it (gcc and clang default to 256-bit vectors):
     # 20 % faster kernels on the project's machine; a no-op on CPUs without AVX-512
-    _FLAGS.append("-mprefer-vector-width=512")
+    _TUNE.append("-mprefer-vector-width=512")
 #: threaded build first (OpenMP, linked to the libgomp torch loaded), then a serial one for
-#: compilers without OpenMP (the pragmas then only vectorise)
-_VARIANTS = (["-fopenmp"], ["-fopenmp-simd"])
+#: compilers without OpenMP (the pragmas then only vectorise), then plain C; each tuned for this
+#: CPU first, then without the tuning flags a compiler may reject (Apple clang)
+_VARIANTS = tuple([*omp, *tune] for omp in (["-fopenmp"], ["-fopenmp-simd"], [])
+                  for tune in (_TUNE, []))
 
 _lock = threading.Lock()
 _state: dict = {}          # "lib": the loaded library or None once tried
 
+_CPUINFO_KEYS = ("model name", "flags",                               # x86
+                 "Features", "CPU implementer", "CPU architecture",      # arm64
+                 "CPU variant", "CPU part", "isa", "uarch", "cpu model")  # risc-v, others
+
+
 def _cpu_key() -> str:
+    """What identifies this CPU's instruction set, never empty (the cache key of -march=native
+    builds): /proc/cpuinfo's model and feature lines (x86, arm64 ...), plus the machine and
+    processor names everywhere."""
+    lines: list[str] = []
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
+            lines = [ln for ln in fh if ln.startswith(_CPUINFO_KEYS)]
     except OSError:
-        return platform.processor() or platform.machine()
+        pass
+    return "".join(sorted(set(lines))) + f"|{platform.machine()}|{platform.processor()}"
 
 
 def _compiler() -> str | None:
@@ -70,29 +86,64 @@ def _compiler() -> str | None:
 
 def _cache_dir() -> Path:
     root = os.environ.get(CACHE_ENV)
-    return Path(root) if root else Path.home() / ".cache" / "nndct_lite"
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "nndct_lite"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted(target: Path) -> bool:
+    """A cached library may be loaded: it and its folder are ours and not writable by others
+    (POSIX), and its sha256 is the one written beside it when this code built it."""
+    digest = target.with_name(target.name + ".sha256")
+    try:
+        if hasattr(os, "getuid"):
+            for p in (target.parent, target, digest):
+                st = os.stat(p)
+                if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                    return False
+        return digest.read_text(encoding="ascii").strip() == _sha256(target)
+    except OSError:
+        return False
 
 
 def _compile(cc: str, flags: list[str]) -> Path:
-    """The cached library for ``flags``, compiling it (atomically) when it is not there yet."""
+    """The cached library for ``flags``, compiling it (atomically) when it is not there yet or
+    is not trusted (see ``_trusted``)."""
     src = _SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), cc.encode(),
                                      _cpu_key().encode(), sys.platform.encode()])).hexdigest()[:16]
     target = _cache_dir() / "native" / key / "libnndct_fused.so"
     if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+        if _trusted(target):
+            return target
+        log.warning("ignoring the cached fused kernels %s (not built by this user, writable by "
+                    "others, or changed since they were built): rebuilding", target)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
     try:
         proc = subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+            raise RuntimeError(f"{cc} {' '.join(flags)} failed: "
+                               f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+        os.chmod(tmp, 0o755)
+        digest = _sha256(Path(tmp))
+        dtmp = f"{tmp}.sha256"
+        with open(dtmp, "w", encoding="ascii") as fh:
+            fh.write(digest + "\n")
+        os.replace(dtmp, target.with_name(target.name + ".sha256"))
         os.replace(tmp, target)   # atomic: a concurrent process sees all or nothing
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, f"{tmp}.sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     log.debug("built the fused kernels: %s", target)
     return target
 
@@ -115,8 +166,8 @@ def _build() -> ctypes.CDLL:
     for variant in _VARIANTS:
         try:
             target = _compile(cc, [*_FLAGS, *variant])
-        except RuntimeError as exc:
-            errors.append(str(exc))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
             continue
         before = _openmp_runtimes()
         lib = ctypes.CDLL(str(target))
@@ -165,8 +216,9 @@ def kernels() -> ctypes.CDLL | None:
             try:
                 lib = _build()
             except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
-                log.info("fused CPU kernels unavailable (%s: %s): using torch ops, which is "
-                         "slower but gives the same fake-quant results", type(exc).__name__, exc)
+                log.warning("fused CPU kernels unavailable (%s: %s): using torch ops, which is "
+                            "slower but gives the same fake-quant results", type(exc).__name__,
+                            exc)
         _state["lib"] = lib
         return lib
 

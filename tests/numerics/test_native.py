@@ -152,6 +152,7 @@ def test_no_compiler_falls_back_with_one_message(monkeypatch, caplog, tmp_path):
         assert native.kernels() is None
         assert native.kernels() is None
     assert caplog.text.count("unavailable") == 1
+    assert [r.levelname for r in caplog.records if "unavailable" in r.message] == ["WARNING"]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
 
 
@@ -167,6 +168,74 @@ def test_build_is_cached_and_atomic(monkeypatch, tmp_path):
     with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("rebuilt")):
         assert native.kernels() is not None
     assert libs[0].stat().st_mtime_ns == stamp
+
+
+@needs_native
+def test_tampered_or_foreign_cache_is_rebuilt_not_loaded(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(native, "_state", {})
+    assert native.kernels() is not None
+    lib = next(tmp_path.rglob("*.so"))
+    good = lib.read_bytes()
+    planted = lib.with_name("planted")
+    planted.write_bytes(good + b"planted")                  # changed after the build (a new
+    planted.chmod(0o755)                                    # inode: the loaded one stays mapped)
+    planted.replace(lib)
+    monkeypatch.setattr(native, "_state", {})
+    with caplog.at_level(logging.WARNING, logger="nndct_lite"):
+        assert native.kernels() is not None
+    assert "ignoring the cached fused kernels" in caplog.text
+    assert lib.read_bytes() == good or native._trusted(lib)
+    lib.chmod(0o777)                                          # writable by others
+    assert not native._trusted(lib)
+
+
+def test_cache_dir_honours_env_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv(native.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert native._cache_dir() == tmp_path / "xdg" / "nndct_lite"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert native._cache_dir().name == "nndct_lite" and native._cache_dir().is_absolute()
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "own"))
+    assert native._cache_dir() == tmp_path / "own"
+
+
+def test_cpu_key_is_never_empty_and_reads_arm_features(monkeypatch):
+    arm = "processor\t: 0\nFeatures\t: fp asimd aes sha2\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n"
+    real_open = open
+
+    def fake_open(path, *a, **kw):
+        if path == "/proc/cpuinfo":
+            import io
+            return io.StringIO(arm)
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr("builtins.open", fake_open)
+    key = native._cpu_key()
+    assert "asimd" in key and "0xd0c" in key
+
+
+def test_rejected_flags_fall_back_variant_by_variant(monkeypatch, tmp_path):
+    """A compiler that rejects -march=native and -fopenmp (Apple clang) still gets a build, and
+    a compiler that times out or cannot start is one failed variant, not a crash."""
+    import subprocess as sp
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    calls = []
+    real_run = sp.run
+
+    def picky(cmd, *a, **kw):
+        calls.append(cmd)
+        if "-march=native" in cmd or "-fopenmp" in cmd:
+            return sp.CompletedProcess(cmd, 1, "", "error: unsupported option")
+        if "-fopenmp-simd" in cmd:
+            raise sp.TimeoutExpired(cmd, 120)
+        return real_run(cmd, *a, **kw)
+    monkeypatch.setattr(native.subprocess, "run", picky)
+    monkeypatch.setattr(native, "_state", {})
+    if native._compiler() is None:
+        pytest.skip("no C compiler")
+    assert native.kernels() is not None
+    assert len(calls) == len(native._VARIANTS)               # the last variant: plain C
+    assert native._state["threaded"] is False
 
 
 class _Net(nn.Module):
