@@ -7,14 +7,16 @@
 | ``ops_eltwise`` | add, sub, mul, div, min, max, neg, eltwise-fix, depthwise-fix, concat, stack |
 | ``ops_pool`` | maxpool1d/2d, avgpool2d, pool-fix, reductions, argmax |
 | ``ops_shape`` | reshape, flatten, squeeze, transpose, strided_slice, pad, resize, pixel-shuffle, ... |
-| ``ops_cpu`` | float ops (sigmoid, softmax, gelu, ...) and CPU ops by aten / custom name |
+| ``ops_cpu`` | XIR float ops (sigmoid, softmax, gelu, batchnorm, ...) |
+| ``ops_aten`` | CPU ops by framework name (``aten::mean``, ``aten::silu_``, ``custom_*``) |
 
 Fixed-point ops compute exactly on integer codes; the ops in :data:`FLOAT_OPS` compute in
 float64 and mark their result inexact.
 """
 from __future__ import annotations
 
-from . import ops_act, ops_conv, ops_cpu, ops_eltwise, ops_pool, ops_shape  # noqa: F401 (registers)
+from . import (ops_act, ops_aten, ops_conv, ops_cpu, ops_eltwise, ops_pool,  # noqa: F401
+               ops_shape)
 from .registry import (CPU_ALIASES, FLOAT_OPS, IMPLS, resolve, supported_cpu_names,
                        supported_op_types)
 
