@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from ._log import get_logger
-from .config.spec import TargetDevice, TensorKind
 from .errors import CalibrationError, InputError, ModeError, QuantInfoError
-from .quant.build import quantizers, set_mode
 from .session import QuantSession, prepare
 from .state.modes import QuantMode, parse_quant_mode
 
@@ -68,6 +66,8 @@ def _load_state_dict_file(module: nn.Module, path) -> None:
                          hint=f"pass a state dict saved from {type(module).__name__}, or none"
                          ) from exc
 
+
+_CPU = torch.device("cpu")
 
 #: arguments of vai_q_pytorch's torch_quantizer that nndct_lite does not implement: what the
 #: argument does in the original, and what to do instead. Passing their default is fine;
@@ -125,7 +125,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
     def __init__(self, quant_mode, module: nn.Module, input_args=None, input_kwargs=None,
                  state_dict_file: str | None = None, output_dir: str = "quantize_result",
                  bitwidth: int | None = None, mix_bit: bool = False,
-                 device=torch.device("cpu"), lstm: bool = False, app_deploy: str = "CV",
+                 device=_CPU, lstm: bool = False, app_deploy: str = "CV",
                  qat_proc: bool = False, custom_quant_ops=None,
                  quant_config_file: str | None = None, target: str | None = None,
                  dynamo: bool = False):

@@ -20,13 +20,14 @@ from .._log import get_logger, progress
 from ..errors import CalibrationError
 from ..graph.ops import OpKind
 from ..quant.build import layer_of, quantizers, set_mode
+from ..quant.modes import model_transaction
 from ..state.files import atomic_torch_save
+from ..state.layout import PARAM_FILE
 from ..state.modes import QuantMode
 
 __all__ = ["FinetuneOptions", "fast_finetune"]
 
 log = get_logger("algorithms")
-PARAM_FILE = "param.pth"
 _ACTS = {OpKind.RELU: F.relu, OpKind.RELU6: F.relu6, OpKind.HARDSIGMOID: F.hardsigmoid,
          OpKind.HARDSWISH: F.hardswish}
 
@@ -136,7 +137,7 @@ def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
     tuned = [layer.weight] + ([layer.bias] if has_bias else [])
 
     best, best_state, epochs = local_loss(), copy.deepcopy(layer.state_dict()), 0
-    for epochs in range(1, opts.max_epochs + 1):
+    for epochs in range(1, opts.max_epochs + 1):  # noqa: B007 - the count is returned
         layer.weight.requires_grad_(True)
         if layer.bias is not None:
             layer.bias.requires_grad_(True)
@@ -172,8 +173,28 @@ def _pred(layer, act, x):
 
 
 def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOptions()) -> None:
-    """Run fast finetune on ``session`` (calib mode); writes ``param.pth``."""
+    """Run fast finetune on ``session`` (calib mode); writes ``param.pth``.
+
+    Exception-safe: when it fails or is interrupted, the model's parameters, modes, quantizer
+    parameters, observers and bias correctors are put back as they were before the call."""
     model = session.model
+    with model_transaction(model):
+        reverted, n_layers = _finetune(session, model, run_fn, run_args, opts)
+    session.fast_finetuned = True
+    session.forwards = 0
+    state = model.state_dict()
+    if session.dist is None:
+        path = atomic_torch_save(state, session.output_dir / PARAM_FILE)
+    else:   # rank 0 writes, once every rank holds the same parameters
+        path = session.dist.write_once(
+            lambda: atomic_torch_save(state, session.output_dir / PARAM_FILE),
+            "writing param.pth", agree=state)
+    log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
+             "weights (tuning did not lower the network loss)", path, reverted, n_layers)
+
+
+def _finetune(session, model, run_fn, run_args, opts: FinetuneOptions) -> tuple[int, int]:
+    """The finetune itself (inside ``fast_finetune``'s transaction): (reverted layers, layers)."""
     set_mode(model, QuantMode.FLOAT)
     batches = _capture_inputs(model, run_fn, run_args)
     targets = _outputs(model, batches)
@@ -225,14 +246,4 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
     for q in quantizers(model).values():
         q.keep_params = True
     set_mode(model, QuantMode.CALIB)
-    session.fast_finetuned = True
-    session.forwards = 0
-    state = model.state_dict()
-    if session.dist is None:
-        path = atomic_torch_save(state, session.output_dir / PARAM_FILE)
-    else:   # rank 0 writes, once every rank holds the same parameters
-        path = session.dist.write_once(
-            lambda: atomic_torch_save(state, session.output_dir / PARAM_FILE),
-            "writing param.pth", agree=state)
-    log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
-             "weights (tuning did not lower the network loss)", path, reverted, len(layers))
+    return reverted, len(layers)

@@ -344,7 +344,7 @@ def layer_report(session, batches: Iterable) -> list[LayerRow]:
     if not batches:
         raise InputError("layer_report needs at least one batch", where="batches=",
                          hint="pass one or two calibration batches")
-    graph, model, placement = session.graph, session.model, session.placement
+    graph, model = session.graph, session.model
     carriers = [n for n in graph.nodes if layer_of(model, n)._modules.get("out_q") is not None]
     n_inputs = len(graph.inputs)
     out_acc = {n: _Acc() for n in carriers}

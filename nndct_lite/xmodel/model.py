@@ -317,7 +317,8 @@ class Attr:
         if isinstance(v, _bytes):
             return f"<{len(v)} bytes>"
         if isinstance(v, tuple):
-            items = [repr(x) if isinstance(x, _str) else (f"<{len(x)} bytes>" if isinstance(x, _bytes) else _str(x))
+            items = [repr(x) if isinstance(x, _str)
+                     else (f"<{len(x)} bytes>" if isinstance(x, _bytes) else _str(x))
                      for x in v[:limit]]
             return "[" + ", ".join(items) + (f", ... ({len(v)})" if len(v) > limit else "") + "]"
         if isinstance(v, dict):

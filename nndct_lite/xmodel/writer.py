@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from nndct_lite.errors import ExportError
