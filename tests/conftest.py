@@ -4,8 +4,27 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import logging
+from pathlib import Path
 
 import pytest
+
+import nndct_lite
+
+
+def pytest_report_header(config):
+    return f"nndct_lite from {Path(nndct_lite.__file__).parent}"
+
+
+if os.environ.get("NNDCT_LITE_EXPECT_INSTALLED"):
+    # CI runs the suite against the installed wheel: the source tree must not shadow it, and
+    # the wheel must carry what the source tree has (the fused kernels' C source)
+    _pkg = Path(nndct_lite.__file__).resolve().parent
+    _repo = Path(__file__).resolve().parents[1]
+    if _repo in _pkg.parents:
+        raise RuntimeError(f"NNDCT_LITE_EXPECT_INSTALLED is set but nndct_lite was imported "
+                           f"from the source tree {_pkg}")
+    if not (_pkg / "numerics" / "fused.c").is_file():
+        raise RuntimeError(f"the installed package {_pkg} lacks numerics/fused.c")
 
 
 @pytest.fixture(autouse=True)

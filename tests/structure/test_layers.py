@@ -12,9 +12,9 @@ from pathlib import Path
 
 import nndct_lite
 
-PKG = Path(nndct_lite.__file__).resolve().parent
+PKG = Path(nndct_lite.__file__).resolve().parent     # the package under test (maybe installed)
 ROOT = PKG.parent
-DOC = ROOT / "docs" / "architecture.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 
 #: lowest first; a package may import from its own layer's packages only if they are itself
 LAYERS: list[tuple[str, ...]] = [
