@@ -8,15 +8,13 @@ same bits (given the same torch build, device kind and intra-op thread count per
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 import zlib
 from pathlib import Path
 
 import torch
 
 from ..codegen.python import generate_source
-from ..quant.build import quantizers, write_and_import
+from ..quant.build import load_generated, quantizers, write_and_import
 from .calibration import CalibrationSync
 from .errors import DistributedError
 
@@ -68,16 +66,6 @@ def _differing(values: list) -> list[int]:
 
 
 # --------------------------------------------------------------------------- generated model
-def _import_file(path: Path, source: str, model_name: str) -> type:
-    digest12 = hashlib.sha1(source.encode()).hexdigest()[:12]
-    mod_name = f"nndct_lite_generated_{model_name}_{digest12}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, model_name)
-
-
 def import_generated(w, graph, output_dir: Path):
     """Rank 0 writes ``<Model>.py``; the others check that they generated the same source and
     import rank 0's file (``output_dir`` must be a folder every rank sees)."""
@@ -109,7 +97,7 @@ def import_generated(w, graph, output_dir: Path):
             f"rank {w.rank} cannot read the {path.name} that rank 0 wrote", where=str(path),
             hint="output_dir must be a folder that every rank sees (one machine, or a shared "
                  "file system)")
-    return _import_file(path, source, graph.model_name), path
+    return load_generated(source, graph.model_name, path), path   # our own text, not the file
 
 
 # --------------------------------------------------------------------------- sessions

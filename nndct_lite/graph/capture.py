@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from .._log import get_logger
 from ..errors import TraceError
+from .naming import model_name_of
 from .ir import Graph, Node
 from .ops import OpKind, kind_of_function, kind_of_method, kind_of_module
 
@@ -187,7 +188,7 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
             node.param_names["value"] = fxn.target
         mapping[fxn] = node
         nodes.append(node)
-    graph = Graph(model_name=type(model).__name__, nodes=nodes, output=output)
+    graph = Graph(model_name=model_name_of(type(model).__name__), nodes=nodes, output=output)
     graph.refresh()
     return graph, gm
 

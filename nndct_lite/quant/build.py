@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
+import linecache
 import sys
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -26,22 +27,35 @@ from .fake_quantizer import FakeQuantizer
 from .modules import QuantOp
 from .placement import Placement
 
-__all__ = ["write_and_import", "build_quant_model", "set_mode", "quantizers", "layer_of"]
+__all__ = ["write_and_import", "load_generated", "build_quant_model", "set_mode", "quantizers",
+           "layer_of"]
 
 SpecOf = Callable[[Node, TensorKind], QuantSpec]
 
 
+def load_generated(source: str, model_name: str, path: Path) -> type:
+    """The model class defined by ``source`` (text this process generated itself).
+
+    The text is compiled in memory: nothing in the output folder is executed or imported (no
+    ``.pyc`` from ``__pycache__``, no edited ``<Model>.py``). ``path`` only names the file in
+    tracebacks, whose lines come from ``source``."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    mod_name = f"nndct_lite_generated_{model_name}_{digest}"
+    filename = f"<nndct_lite generated {path}>"
+    module = types.ModuleType(mod_name)
+    module.__file__ = filename
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    sys.modules[mod_name] = module
+    exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - our own text
+    return getattr(module, model_name)
+
+
 def write_and_import(graph: Graph, output_dir: Path) -> tuple[type, Path]:
-    """Write ``<output_dir>/<Model>.py`` atomically and import its class."""
+    """Write ``<output_dir>/<Model>.py`` atomically (for the user to read) and return the class
+    compiled from the generated text in memory (never from the folder)."""
     source = generate_source(graph)
     path = atomic_write_text(Path(output_dir) / f"{graph.model_name}.py", source)
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    mod_name = f"nndct_lite_generated_{graph.model_name}_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, graph.model_name), path
+    return load_generated(source, graph.model_name, path), path
 
 
 def layer_of(model: nn.Module, node: Node) -> nn.Module:

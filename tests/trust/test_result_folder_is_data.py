@@ -1,0 +1,96 @@
+"""Nothing in a result folder is executed, and model names cannot escape it (issue: trust)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import py_compile
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nndct_lite import torch_quantizer
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+X = torch.randn(2, 3, 8, 8)
+PLANTED = "planted code ran"
+
+
+def _plant(folder, name, flag, invalidation):
+    """A .pyc in __pycache__ for <name>.py whose code raises, valid for the loader: with the
+    generated source being deterministic, its hash (checked pycs) or mtime/size are known."""
+    src = folder / f"{name}.py"
+    evil = folder / "evil_src.py"
+    evil.write_text(f"open({str(flag)!r}, 'w').write('x')\nraise RuntimeError({PLANTED!r})\n")
+    cache = importlib.util.cache_from_source(str(src))
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    if invalidation is py_compile.PycInvalidationMode.TIMESTAMP:
+        # same mtime and size as the real source: pad the evil source to the same length
+        body = evil.read_text()
+        body += "#" * max(0, src.stat().st_size - len(body.encode()))
+        evil.write_text(body[: src.stat().st_size] if len(body.encode()) > src.stat().st_size
+                        else body)
+        st = src.stat()
+        os.utime(evil, ns=(st.st_atime_ns, st.st_mtime_ns))
+    py_compile.compile(str(evil), cfile=cache, invalidation_mode=invalidation, doraise=True)
+    if invalidation is not py_compile.PycInvalidationMode.TIMESTAMP:
+        # a checked/unchecked hash pyc claims to be for the generated source: rewrite its hash
+        import hashlib  # noqa: F401  (importlib computes the source hash itself)
+        data = bytearray(open(cache, "rb").read())
+        data[8:16] = importlib.util.source_hash(src.read_bytes())
+        open(cache, "wb").write(bytes(data))
+    evil.unlink()
+
+
+@pytest.mark.parametrize("invalidation", list(py_compile.PycInvalidationMode))
+@pytest.mark.parametrize("mode", ["calib", "test"])
+def test_planted_pyc_never_runs(tmp_path, invalidation, mode):
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    q.export_quant_config()
+    flag = tmp_path / "flag"
+    _plant(tmp_path, "Net", flag, invalidation)
+    q = torch_quantizer(mode, model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    assert not flag.exists()
+
+
+def test_edited_generated_file_never_runs(tmp_path):
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    q.export_quant_config()
+    (tmp_path / "Net.py").write_text(f"raise RuntimeError({PLANTED!r})\n")
+    q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    assert "raise RuntimeError" not in (tmp_path / "Net.py").read_text()   # rewritten
+
+
+@pytest.mark.parametrize("cls_name, expected", [("../../x", "M______x"), ("My-Net", "My_Net"),
+                                                ("class", "_class"), ("3D", "_3D")])
+def test_model_names_stay_inside_and_generate_valid_code(tmp_path, cls_name, expected):
+    Odd = type(cls_name, (Net,), {})
+    out = tmp_path / "out"
+    model = Odd().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(out))
+    q.quant_model(X)
+    q.export_quant_config()
+    q = torch_quantizer("test", model, (X,), output_dir=str(out))
+    q.quant_model(X)
+    xm = q.export_xmodel(output_dir=str(out))
+    assert (out / f"{expected}.py").is_file() and xm.parent == out
+    assert xm.name == f"{expected}_int.xmodel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sys.modules  # the generated module compiled; nothing outside tmp_path was written
