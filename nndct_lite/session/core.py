@@ -27,7 +27,7 @@ from ..quant.freeze import freeze
 from ..quant.placement import Placement
 from ..result import QuantResult
 from ..state.files import atomic_write_bytes, torch_bytes
-from ..state.layout import BIAS_CORR_FILE
+from ..state.layout import BIAS_CORR_FILE, QUANT_INFO_FILE
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
 from .loading import TestModeLoading
@@ -79,7 +79,7 @@ class QuantSession(TestModeLoading):
 
     def export_quant_config(self) -> Path:
         if self.mode is not QuantMode.CALIB:
-            return self._rewrite_test_quant_info()
+            return self._keep_test_quant_info()
         forwards = self.forwards if self.dist is None else self.dist.finalize()
         if forwards == 0:
             raise CalibrationError(
@@ -133,15 +133,14 @@ class QuantSession(TestModeLoading):
         except Exception as exc:  # noqa: BLE001 - the report must not break calibration
             log.warning("the per-layer report was skipped: %s: %s", type(exc).__name__, exc)
 
-    def _rewrite_test_quant_info(self) -> Path:
-        params, outputs = self.collect()
-        info = QuantInfo(param=params, output=outputs, fast_finetuned=self.fast_finetuned,
-                         bias_corrected=bool(self.config.include_bias_corr),
-                         graph_md5=graph_md5(self.graph))
-        if self.dist is not None:
-            return self.dist.write_once(lambda: write_quant_info(self.output_dir, info),
-                                        "writing quant_info.json", agree=repr(info))
-        return write_quant_info(self.output_dir, info)
+    def _keep_test_quant_info(self) -> Path:
+        """Test mode: quant_info.json is the calibration's record and stays as it is (rewriting
+        it from the test-mode config dropped its bias_corr_sha256 and could flip
+        bias_corrected for every later run)."""
+        path = self.output_dir / QUANT_INFO_FILE
+        log.info("export_quant_config() in test mode writes nothing: %s is the calibration's "
+                 "result and is kept as it is", path)
+        return path
 
     def bias_corrections(self) -> dict[str, list[float] | None]:
         out: dict[str, list[float] | None] = {}

@@ -94,3 +94,19 @@ def test_model_names_stay_inside_and_generate_valid_code(tmp_path, cls_name, exp
     assert xm.name == f"{expected}_int.xmodel"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sys.modules  # the generated module compiled; nothing outside tmp_path was written
+
+
+def test_test_mode_export_quant_config_keeps_the_calibration_record(tmp_path):
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    q.export_quant_config()
+    before = (tmp_path / "quant_info.json").read_bytes()
+    cfg = tmp_path / "nobc.json"
+    cfg.write_text('{"include_bias_corr": false}')
+    q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path), quant_config_file=str(cfg))
+    q.quant_model(X)
+    assert q.export_quant_config() == tmp_path / "quant_info.json"
+    assert (tmp_path / "quant_info.json").read_bytes() == before
+    q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path))
+    assert q._session.config.include_bias_corr and "bias_corr_sha256" in before.decode()
