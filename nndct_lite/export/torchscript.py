@@ -11,7 +11,9 @@ The helpers ``batch1_example``, ``deploy_state`` and ``probe`` are shared with t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -118,6 +120,30 @@ def flatten_outputs(out: Any) -> list[torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- TorchScript
+def reproducible_archive(data: bytes) -> bytes:
+    """``torch.jit.save``'s zip made byte-identical across runs: the random
+    ``.data/serialization_id`` becomes a digest of the other records, and the ``*.debug_pkl``
+    records (source ranges with absolute paths of this machine) are left out; every other
+    record is kept, in order, stored uncompressed with a fixed timestamp. ``torch.jit.load``
+    reads the result as it reads the original."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    kept = [i for i in src.infolist() if not i.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for info in kept:
+        if not info.filename.endswith("serialization_id"):
+            digest.update(info.filename.encode() + b"\0" + src.read(info))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in kept:
+            body = src.read(info)
+            if info.filename.endswith("serialization_id"):
+                body = str(int(digest.hexdigest()[:32], 16)).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            dst.writestr(entry, body)
+    return out.getvalue()
+
+
 def _python_ops(graph: torch._C.Graph) -> list[str]:
     return sorted({n.pyname() for n in graph.nodes() if n.kind() == "prim::PythonOp"})
 
@@ -162,7 +188,7 @@ def export_torch_script(result: QuantResult, output_dir: str | Path = "quantize_
         raise ExportError(f"torch.jit.save failed: {type(exc).__name__}: {exc}", where=str(path),
                           hint="see the traceback for the value TorchScript cannot serialise"
                           ) from exc
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, reproducible_archive(buf.getvalue()))
     log.info("%s_int.pt is generated.(%s)", name, path)
     if verbose:
         print(script.inlined_graph)
