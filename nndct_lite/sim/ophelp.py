@@ -10,7 +10,7 @@ from nndct_lite.xmodel.model import DataType, XOp
 
 from .values import Fixed, Floating, SimError, Value, align, requantize, to_fixed
 
-__all__ = ["one", "float_result", "exact_ints", "all_fixed", "hw", "pad4", "movement",
+__all__ = ["one", "float_result", "exact_fixed", "exact_ints", "all_fixed", "hw", "pad4", "movement",
            "out_fix", "finish_fix", "at_nonneg_fp", "int_const", "reduce_denom", "axes_attr"]
 
 
@@ -26,6 +26,14 @@ def float_result(op: XOp, data: np.ndarray, *srcs: Value) -> Floating:
     return Floating(data, inexact)
 
 
+def exact_fixed(v: Value | None) -> Fixed | None:
+    """``v`` as a Fixed when it is exact: a Fixed, or a Floating that no float op produced
+    (a graph input) whose values are dyadic. Results of float ops stay in float."""
+    if v is None or (isinstance(v, Floating) and v.inexact):
+        return None
+    return to_fixed(v)
+
+
 def exact_ints(*vals: Value | None) -> list[Fixed | None] | None:
     """All values as Fixed with denom 1 when that is exact, else None (None entries pass)."""
     out = []
@@ -33,7 +41,7 @@ def exact_ints(*vals: Value | None) -> list[Fixed | None] | None:
         if v is None:
             out.append(None)
             continue
-        f = to_fixed(v)
+        f = exact_fixed(v)
         if f is None or not (isinstance(f.denom, int) and f.denom == 1):
             return None
         out.append(f)
@@ -41,7 +49,7 @@ def exact_ints(*vals: Value | None) -> list[Fixed | None] | None:
 
 
 def all_fixed(vals) -> list[Fixed] | None:
-    out = [to_fixed(v) for v in vals]
+    out = [exact_fixed(v) for v in vals]
     return None if any(f is None for f in out) else out
 
 

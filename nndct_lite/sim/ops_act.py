@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ophelp import at_nonneg_fp, exact_ints, finish_fix, float_result, int_const, one
+from .ophelp import at_nonneg_fp, exact_fixed, exact_ints, finish_fix, float_result, int_const, one
 from .registry import register
-from .values import Fixed, Floating, SimError, dyadic, requantize, to_fixed
+from .values import Fixed, Floating, SimError, dyadic, requantize
 
 __all__ = ["apply_nonlinear", "hsig_dpu_codes", "HSIG_MUL", "HSIG_SHIFT"]
 
@@ -34,7 +34,7 @@ def _relu(ctx, op, ins):
 
 
 def _clip(op, v, lo, hi):
-    f = to_fixed(v)
+    f = exact_fixed(v)
     if f is not None:
         f = at_nonneg_fp(f, op)
         return Fixed(np.clip(f.codes, int_const(f, lo), int_const(f, hi)), f.fp, f.denom)
@@ -60,7 +60,7 @@ def _leaky_codes(v: Fixed, alpha: float) -> Fixed | None:
 def _leaky(ctx, op, ins):
     alpha = float(op.attr("alpha"))
     v = one(ins)
-    f = to_fixed(v)
+    f = exact_fixed(v)
     r = _leaky_codes(f, alpha) if f is not None else None
     if r is not None:
         return r
@@ -109,7 +109,7 @@ def _div6(t: Fixed) -> Fixed:
 @register("hard-sigmoid")
 def _hsigmoid(ctx, op, ins):
     v = one(ins)
-    f = to_fixed(v)
+    f = exact_fixed(v)
     if f is None:
         x = v.values()
         return float_result(op, np.clip(x + 3, 0, 6) / 6.0, v)
@@ -119,7 +119,7 @@ def _hsigmoid(ctx, op, ins):
 @register("hard-swish")
 def _hswish(ctx, op, ins):
     v = one(ins)
-    f = to_fixed(v)
+    f = exact_fixed(v)
     if f is None:
         x = v.values()
         return float_result(op, x * np.clip(x + 3, 0, 6) / 6.0, v)
@@ -132,7 +132,7 @@ def _hswish(ctx, op, ins):
 @register("hard-sigmoid-fix")
 def _hsigmoid_fix(ctx, op, ins):
     v = one(ins)
-    f = to_fixed(v)
+    f = exact_fixed(v)
     if f is None:
         x = v.values()
         return float_result(op, np.clip(x + 3, 0, 6) * (HSIG_MUL / 2 ** HSIG_SHIFT), v)

@@ -13,7 +13,7 @@ import numpy as np
 
 from nndct_lite.xmodel.model import numpy_dtype_of
 
-from .ophelp import finish_fix, float_result, movement, one
+from .ophelp import exact_fixed, finish_fix, float_result, movement, one
 from .registry import register
 from .values import Fixed, Floating, SimError, Value, align, dyadic, to_fixed
 
@@ -41,7 +41,7 @@ def _reshape(ctx, op, ins):
     target = [in_shape[i] if t == 0 and i < len(in_shape) else t for i, t in enumerate(target)]
     target = ctx.batch_fix(target)
     try:
-        return movement(v, lambda a: a.reshape(target))
+        return finish_fix(op, movement(v, lambda a: a.reshape(target)))
     except ValueError:
         raise SimError(f"op {op.name!r}: cannot reshape {in_shape} to {target}") from None
 
@@ -106,12 +106,15 @@ def _slice(ctx, op, ins):
     def fn(a):
         r = a[key]
         return np.squeeze(r, axis=tuple(squeeze_axes)) if squeeze_axes else np.ascontiguousarray(r)
-    return movement(v, fn)
+    return finish_fix(op, movement(v, fn))
 
 
 @register("pad", "pad-fix")
 def _pad(ctx, op, ins):
-    v = one(ins)
+    return finish_fix(op, _pad_value(op, one(ins)))
+
+
+def _pad_value(op, v):
     p = [int(x) for x in op.attr("paddings")]
     rank = len(v.shape)
     if len(p) != 2 * rank:
@@ -132,7 +135,7 @@ def _pad(ctx, op, ins):
         np.full((rank, 2), float(cv[0])) if len(cv) == 1 else np.asarray(cv, dtype=float).reshape(rank, 2))
     if not np.any(cvals):
         return movement(v, lambda a: np.pad(a, widths))
-    fx = to_fixed(v)
+    fx = exact_fixed(v)
     dc = dyadic(cvals)
     if fx is not None and dc is not None and isinstance(fx.denom, int):
         ccodes, cfp = dc
@@ -193,7 +196,7 @@ def _resize(ctx, op, ins):
         return finish_fix(op, movement(v, lambda a: np.ascontiguousarray(a[:, ri][:, :, ci])))
     if mode != "BILINEAR":
         raise SimError(f"op {op.name!r}: resize mode {mode!r} is not supported (NEAREST, BILINEAR)")
-    f = to_fixed(v)
+    f = exact_fixed(v)
     if f is not None and isinstance(f.denom, int):
         y, den = _bilinear(f.codes, oh, ow, ac, hp)
         return finish_fix(op, Fixed(y, f.fp, den * f.denom))
@@ -215,7 +218,7 @@ def _pixel_shuffle(ctx, op, ins):
         def fn(a):
             return np.ascontiguousarray(a.reshape(n, h // r, r, w // r, r, c)
                                         .transpose(0, 1, 3, 5, 2, 4).reshape(n, h // r, w // r, c * r * r))
-    return movement(v, fn)
+    return finish_fix(op, movement(v, fn))
 
 
 @register("identity", "placeholder", "upload", "download")

@@ -403,3 +403,22 @@ def test_simulator_does_not_import_the_exporter():
             s = line.strip()
             if s.startswith(("import ", "from ")):
                 assert "export" not in s.split("#")[0], f"{f.name}: {s}"
+
+
+def test_results_of_float_ops_stay_float_downstream():
+    # an unquantized CPU op output (adaptive pool 5 -> 3, thirds and halves) feeding exact ops:
+    # computed in float, no int64 blow-up from representing float64 values as huge codes
+    b = GraphBuilder()
+    xi = b.input("x", [1, 2, 5, 5], 3)
+    b.op("a", "aten::adaptive_avg_pool2d", xi, [1, 2, 3, 3], shape=[1, 2, 3, 3], data_type="FLOAT32")
+    b.op("m", "reduction_mean", "a", [1, 2], axis=[2, 3], keep_dims=False)
+    b.const("k", [1.0019531])
+    b.op("p", "mul", ["m", "k"], [1, 2])
+    b.fix("out", "p", 6)
+    x = np.random.default_rng(0).integers(-64, 64, (1, 2, 5, 5)) / 8
+    sim = b.sim()
+    out = sim(x, layout="NHWC")
+    ref = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), 3).numpy().mean((2, 3))
+    ref = ref * np.float32(1.0019531)
+    assert np.array_equal(out, np.floor(ref * 64 + 0.5) / 64)
+    assert sim.float_ops == ["a", "m", "p"]
