@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ._log import get_logger
-from .errors import CalibrationError, InputError, ModeError, QuantInfoError
+from .errors import CalibrationError, ExportError, InputError, ModeError, QuantInfoError
 from .session import QuantSession, prepare
 from .state.modes import QuantMode, parse_quant_mode
 
@@ -237,11 +237,22 @@ class torch_quantizer:  # noqa: N801 - the original's name
                                   "batch-1 graph per image (use export_onnx_model(dynamic_batch"
                                   "=True) for a batch-agnostic file)")
         s = self._require_test("export_xmodel")
+        result = s.freeze()
+        if not result.is_pof2:
+            bad = [k for k, p in result.params.items() if p.is_set and not p.is_pof2]
+            what = (f"has float scales ({len(bad)} tensor(s), e.g. {bad[0]})" if bad
+                    else "quantizes no tensor")
+            raise ExportError(
+                f"the loaded calibration {what}, but an XModel needs power-of-two fix "
+                "positions on every quantized tensor", where=str(s.output_dir / "quant_info.json"),
+                hint="calibrate with the DPU configuration (no quant_config_file, or one with "
+                     "target_device DPU and scale_type poweroftwo), then export; for float "
+                     "scales use export_onnx_model() or export_torch_script()")
         if s.dist is not None:   # rank 0 writes; the others get its path
-            return s.dist.deploy(lambda: export_xmodel(s.freeze(), output_dir,
+            return s.dist.deploy(lambda: export_xmodel(result, output_dir,
                                                        deploy_check=deploy_check),
                                  "export_xmodel()")
-        return export_xmodel(s.freeze(), output_dir, deploy_check=deploy_check)
+        return export_xmodel(result, output_dir, deploy_check=deploy_check)
 
     # ----------------------------------------------------------------- helpers
     def _require_session(self, what: str) -> QuantSession:

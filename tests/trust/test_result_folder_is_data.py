@@ -110,3 +110,24 @@ def test_test_mode_export_quant_config_keeps_the_calibration_record(tmp_path):
     assert (tmp_path / "quant_info.json").read_bytes() == before
     q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path))
     assert q._session.config.include_bias_corr and "bias_corr_sha256" in before.decode()
+
+
+def test_xmodel_refuses_a_float_scale_calibration(tmp_path):
+    """calib for CPU (float scales), then test with the default DPU config: no XModel with no fix
+    op at all; an ExportError that names the config to use, and no file."""
+    from nndct_lite import ExportError
+    cfg = tmp_path / "cpu.json"
+    cfg.write_text('{"target_device": "CPU", "include_cle": false, "include_bias_corr": false, '
+                   '"overall_quantize_config": {"method": "maxmin", "scale_type": "float", '
+                   '"calib_statistic_method": "max"}}')
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path),
+                        quant_config_file=str(cfg))
+    q.quant_model(X)
+    q.export_quant_config()
+    q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path))
+    q.quant_model(X)
+    with pytest.raises(ExportError) as err:
+        q.export_xmodel(output_dir=str(tmp_path))
+    assert "power-of-two" in str(err.value) and "DPU" in err.value.hint
+    assert not list(tmp_path.glob("*.xmodel"))
