@@ -15,7 +15,9 @@ from .._log import get_logger
 from ..errors import TraceError
 from .naming import model_name_of
 from .ir import Graph, Node
-from .ops import OpKind, kind_of_function, kind_of_method, kind_of_module
+from .ops import OpKind, kind_of_call, kind_of_module
+from .passes.normalize import normalize
+from .tracer import LEAF_REPLACEMENTS, ConcreteTracer, prune
 
 __all__ = ["capture"]
 
@@ -23,48 +25,6 @@ _NOT_USER = (os.path.dirname(os.path.realpath(torch.__file__)) + os.sep,
              os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
 
 log = get_logger("graph")
-
-
-class _ScopeTracer(fx.Tracer):
-    """Records, for every created node, the module call stack as ``Class[attr]`` labels."""
-
-    def __init__(self, root: nn.Module):
-        super().__init__()
-        self._root = root
-        self._scopes = [type(root).__name__]
-        self._paths = [""]
-
-    def call_module(self, m, forward, args, kwargs):
-        path = self.path_of_module(m)
-        parent = self._paths[-1]
-        rel = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
-        labels, owner = [], self._root.get_submodule(parent) if parent else self._root
-        for comp in rel.split("."):
-            owner = getattr(owner, comp)
-            labels.append(f"{type(owner).__name__}[{comp}]")
-        self._scopes.append(self._scopes[-1] + "/" + "/".join(labels))
-        self._paths.append(path)
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception as exc:
-            if not hasattr(exc, "_nndct_scope"):     # the innermost module names the failure
-                try:
-                    exc._nndct_scope = self._scopes[-1]
-                except AttributeError:
-                    pass
-            raise
-        finally:
-            self._scopes.pop()
-            self._paths.pop()
-
-    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
-        node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        node.meta["nndct_scope"] = self._scopes[-1]
-        return node
-
-    @property
-    def current_scope(self) -> str:
-        return self._scopes[-1]
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -77,18 +37,27 @@ def _user_frame(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno} ({f.line})"
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
-    tracer = _ScopeTracer(model)
+def _trace(model: nn.Module, args: tuple) -> fx.GraphModule:
+    tracer = ConcreteTracer(model, args)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many kinds; report where it happened
+        hint = getattr(exc, "hint", None) or (
+            "the quantizer needs a forward() without data-dependent Python control flow "
+            "(branches on shapes are resolved with the example input); move pre/post-processing "
+            "out of the model or make the branch depend on attributes or shapes, not on tensor "
+            "values")
         raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}",
+            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: "
+            f"{getattr(exc, 'message', exc)}",
             where=f"module {getattr(exc, '_nndct_scope', tracer.current_scope)}, "
                   f"at {_user_frame(exc)}",
-            hint="the quantizer needs a forward() without data-dependent Python control flow; "
-                 "move pre/post-processing out of the model or make the branch depend on "
-                 "attributes, not on tensor values") from exc
+            hint=hint) from exc
+    removed = prune(graph, tracer)
+    if tracer.frozen:
+        log.debug("%d Python value(s) frozen with the example input's shapes", len(tracer.frozen))
+    if removed:
+        log.debug("dropped %d identity/shape-only node(s): %s", len(removed), ", ".join(removed))
     return fx.GraphModule(model, graph, class_name=type(model).__name__)
 
 
@@ -119,10 +88,7 @@ def _kind(fxn: fx.Node, gm: fx.GraphModule) -> OpKind:
         return OpKind.CONST
     if fxn.op == "call_module":
         return kind_of_module(gm.get_submodule(fxn.target))
-    if fxn.op == "call_method":
-        kind = kind_of_method(fxn.target)
-    else:
-        kind = kind_of_function(fxn.target)
+    kind = kind_of_call(fxn.op, fxn.target, fxn.args, fxn.kwargs)
     if fxn.target is operator.getitem:
         src = fxn.args[0]
         src_tensor = isinstance(src, fx.Node) and src.meta.get("nndct_value", {}).get("is_tensor")
@@ -141,8 +107,8 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
     example input does not fit the model.
     """
     model = copy.deepcopy(model).eval()
-    gm = _trace(model)
     args = _flatten_inputs(input_args)
+    gm = _trace(model, args)
     try:
         with torch.no_grad():
             _Recorder(gm).run(*args)
@@ -174,6 +140,9 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
         node.meta["fx_name"] = fxn.name
         if fxn.op == "call_module":
             mod = gm.get_submodule(fxn.target)
+            if type(mod) in LEAF_REPLACEMENTS:      # e.g. timm HardSwish -> nn.Hardswish
+                mod = LEAF_REPLACEMENTS[type(mod)]()
+                node.kind = kind_of_module(mod)
             node.module, node.module_path = mod, fxn.target
             for pname, p in list(mod.named_parameters(recurse=False)) + \
                     list(mod.named_buffers(recurse=False)):
@@ -190,6 +159,7 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
         nodes.append(node)
     graph = Graph(model_name=model_name_of(type(model).__name__), nodes=nodes, output=output)
     graph.refresh()
+    normalize(graph)
     return graph, gm
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["OpKind", "kind_of_module", "kind_of_function", "kind_of_method",
+__all__ = ["OpKind", "kind_of_module", "kind_of_function", "kind_of_method", "kind_of_call",
            "QUANTIZABLE", "FOLLOWERS", "MEMORY_ONLY", "CONV_LIKE", "NNDCT_TYPE"]
 
 
@@ -33,6 +33,7 @@ class OpKind(enum.Enum):
     SOFTMAX = "softmax"
     GELU = "gelu"
     SILU = "silu"
+    MISH = "mish"
     PRELU = "prelu"
     ADD = "add"
     SUB = "sub"
@@ -96,6 +97,7 @@ NNDCT_TYPE = {
     OpKind.HARDTANH: "nndct_hardtanh", OpKind.HARDSIGMOID: "nndct_hsigmoid",
     OpKind.HARDSWISH: "nndct_hswish", OpKind.SIGMOID: "nndct_sigmoid", OpKind.TANH: "nndct_tanh",
     OpKind.SOFTMAX: "nndct_softmax", OpKind.GELU: "nndct_gelu", OpKind.SILU: "nndct_silu",
+    OpKind.MISH: "nndct_mish",
     OpKind.PRELU: "nndct_prelu", OpKind.ADD: "nndct_elemwise_add", OpKind.SUB: "nndct_sub",
     OpKind.MUL: "nndct_elemwise_mul", OpKind.DIV: "nndct_elemwise_div", OpKind.CAT: "nndct_concat",
     OpKind.MAXPOOL2D: "nndct_maxpool", OpKind.AVGPOOL2D: "nndct_avgpool",
@@ -117,7 +119,8 @@ _MODULES = [
     (nn.ReLU6, OpKind.RELU6), (nn.LeakyReLU, OpKind.LEAKY_RELU), (nn.Hardtanh, OpKind.HARDTANH),
     (nn.Hardsigmoid, OpKind.HARDSIGMOID), (nn.Hardswish, OpKind.HARDSWISH),
     (nn.Sigmoid, OpKind.SIGMOID), (nn.Tanh, OpKind.TANH), (nn.Softmax, OpKind.SOFTMAX),
-    (nn.GELU, OpKind.GELU), (nn.SiLU, OpKind.SILU), (nn.PReLU, OpKind.PRELU),
+    (nn.GELU, OpKind.GELU), (nn.SiLU, OpKind.SILU), (nn.Mish, OpKind.MISH),
+    (nn.PReLU, OpKind.PRELU),
     (nn.MaxPool2d, OpKind.MAXPOOL2D), (nn.AvgPool2d, OpKind.AVGPOOL2D),
     (nn.AdaptiveAvgPool2d, OpKind.ADAPTIVE_AVGPOOL2D), (nn.Flatten, OpKind.FLATTEN),
     (nn.Dropout, OpKind.DROPOUT), (nn.Identity, OpKind.IDENTITY), (nn.Upsample, OpKind.INTERPOLATE),
@@ -141,7 +144,12 @@ _FUNCTIONS = {
     F.hardsigmoid: OpKind.HARDSIGMOID, F.hardswish: OpKind.HARDSWISH,
     torch.sigmoid: OpKind.SIGMOID, F.sigmoid: OpKind.SIGMOID, torch.tanh: OpKind.TANH,
     F.tanh: OpKind.TANH, F.softmax: OpKind.SOFTMAX, torch.softmax: OpKind.SOFTMAX,
-    F.gelu: OpKind.GELU, F.silu: OpKind.SILU,
+    F.gelu: OpKind.GELU, F.silu: OpKind.SILU, F.mish: OpKind.MISH,
+    torch.relu_: OpKind.RELU, F.relu_: OpKind.RELU, torch.sigmoid_: OpKind.SIGMOID,
+    torch.tanh_: OpKind.TANH, F.leaky_relu_: OpKind.LEAKY_RELU, F.hardtanh_: OpKind.HARDTANH,
+    F.prelu: OpKind.PRELU,
+    operator.iadd: OpKind.ADD, operator.isub: OpKind.SUB, operator.imul: OpKind.MUL,
+    operator.itruediv: OpKind.DIV, torch.true_divide: OpKind.DIV,
     operator.add: OpKind.ADD, torch.add: OpKind.ADD, operator.sub: OpKind.SUB, torch.sub: OpKind.SUB,
     operator.mul: OpKind.MUL, torch.mul: OpKind.MUL, operator.truediv: OpKind.DIV,
     torch.div: OpKind.DIV, torch.cat: OpKind.CAT, torch.concat: OpKind.CAT,
@@ -161,7 +169,63 @@ _METHODS = {
     "permute": OpKind.PERMUTE, "transpose": OpKind.TRANSPOSE, "contiguous": OpKind.CONTIGUOUS,
     "squeeze": OpKind.SQUEEZE, "unsqueeze": OpKind.UNSQUEEZE, "chunk": OpKind.CHUNK,
     "split": OpKind.SPLIT, "size": OpKind.SIZE, "softmax": OpKind.SOFTMAX,
+    "relu_": OpKind.RELU, "sigmoid_": OpKind.SIGMOID, "tanh_": OpKind.TANH, "add_": OpKind.ADD,
+    "sub_": OpKind.SUB, "mul_": OpKind.MUL, "div_": OpKind.DIV, "true_divide": OpKind.DIV,
+    "true_divide_": OpKind.DIV,
 }
+
+_CLAMPS = {torch.clamp, torch.clip, torch.clamp_, torch.clip_, F.hardtanh, F.hardtanh_}
+_CLAMP_METHODS = {"clamp", "clip", "clamp_", "clip_"}
+_RELU_CLAMPS = {torch.clamp_min, torch.clamp_min_}
+_RELU_CLAMP_METHODS = {"clamp_min", "clamp_min_"}
+
+
+def _bounds(args, kwargs, lo="min", hi="max"):
+    lower = args[1] if len(args) > 1 else kwargs.get(lo)
+    upper = args[2] if len(args) > 2 else kwargs.get(hi)
+    return lower, upper
+
+
+def _clamp_kind(lower, upper) -> OpKind:
+    """``clamp(x, 0, 6)`` is ReLU6, ``clamp(x, min=0)`` is ReLU, other constant bounds clip."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if num(lower) and float(lower) == 0.0 and upper is None:
+        return OpKind.RELU
+    if num(lower) and num(upper) and float(lower) == 0.0 and float(upper) == 6.0:
+        return OpKind.RELU6
+    if (lower is None or num(lower)) and (upper is None or num(upper)) and \
+            (lower is not None or upper is not None):
+        return OpKind.HARDTANH
+    return OpKind.OTHER
+
+
+def kind_of_call(op: str, target, args=(), kwargs=None) -> OpKind:
+    """Kind of a ``call_function``/``call_method`` node, looking at its arguments where the
+    callable alone does not say it (``clamp(x, 0, 6)`` is ReLU6)."""
+    kwargs = kwargs or {}
+    if op == "call_method":
+        if target in _CLAMP_METHODS:
+            return _clamp_kind(*_bounds(args, kwargs))
+        if target in _RELU_CLAMP_METHODS:
+            lower = args[1] if len(args) > 1 else kwargs.get("min")
+            return _clamp_kind(lower, None)
+        return kind_of_method(target)
+    try:
+        if target in _CLAMPS:
+            if target in (F.hardtanh, F.hardtanh_):
+                lower, upper = _bounds(args, kwargs, "min_val", "max_val")
+                lower = -1.0 if lower is None else lower
+                upper = 1.0 if upper is None else upper
+                kind = _clamp_kind(lower, upper)
+                return OpKind.HARDTANH if kind is OpKind.RELU else kind
+            return _clamp_kind(*_bounds(args, kwargs))
+        if target in _RELU_CLAMPS:
+            lower = args[1] if len(args) > 1 else kwargs.get("min")
+            return _clamp_kind(lower, None)
+    except TypeError:        # unhashable callable
+        return OpKind.OTHER
+    return kind_of_function(target)
 
 
 def kind_of_function(fn) -> OpKind:

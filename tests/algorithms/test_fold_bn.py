@@ -110,17 +110,46 @@ def test_t19_transposed_conv_scales_weight_axis_1():
     torch.testing.assert_close(node.params["weight"], w * A.view(1, 2, 1, 1))
 
 
-def test_bn_after_linear_is_not_folded():
+def test_bn1d_after_linear_is_folded():
+    """Issue 21 (our choice; numerics.md 8.2: the original leaves it): Linear -> BatchNorm1d
+    folds along the weight's axis 0 with the same formula."""
     class LinBN(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(4, 2)
-            self.bn = nn.BatchNorm1d(2)
+            self.fc = nn.Linear(3, 2, bias=True)
+            self.bn = nn.BatchNorm1d(2, eps=0.0)
 
         def forward(self, x):
             return self.bn(self.fc(x))
 
-    graph, folded, _ = _folded(LinBN().eval(), torch.randn(2, 4))
+    model = LinBN()
+    w = _seeded_weight(model.fc.weight.shape)
+    with torch.no_grad():
+        model.fc.weight.copy_(w)
+        model.fc.bias.copy_(torch.tensor([0.2, 0.1]))
+        ref = _example_bn()
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            getattr(model.bn, k).copy_(getattr(ref, k))
+    model.eval()
+    graph, folded, (node,) = _folded(model, torch.randn(2, 3))
+    assert node.kind is OpKind.LINEAR and len(folded) == 1
+    assert not [n for n in graph.nodes if n.kind is OpKind.BATCHNORM]
+    torch.testing.assert_close(node.params["bias"], torch.tensor([0.7, -6.7]))
+    torch.testing.assert_close(node.params["weight"], w * A.view(2, 1))
+
+
+def test_bn1d_over_a_sequence_after_linear_is_not_folded():
+    """[N, C, L] BatchNorm1d after a linear on [N, L, F] normalizes L, not the features."""
+    class SeqBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 5)
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return self.bn(self.fc(x))
+
+    graph, folded, _ = _folded(SeqBN().eval(), torch.randn(2, 3, 4))
     assert folded == []
     assert [n for n in graph.nodes if n.kind is OpKind.BATCHNORM]
 

@@ -11,7 +11,31 @@ __all__ = ["fold_batchnorm"]
 
 log = get_logger("passes")
 
-_FOLDABLE = {OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.CONV3D, OpKind.CONV_TRANSPOSE2D}
+_FOLDABLE = {OpKind.CONV1D, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.CONV3D,
+             OpKind.CONV_TRANSPOSE2D, OpKind.LINEAR}
+
+
+def _out_axis(src) -> int:
+    return 1 if src.kind is OpKind.CONV_TRANSPOSE2D else 0
+
+
+def _why_not(bn, src) -> str | None:
+    """Why ``bn`` cannot be folded into ``src`` (None when it can)."""
+    if bn.module is None or "running_mean" not in bn.params or "running_var" not in bn.params:
+        return "it has no running statistics"
+    if src is None or getattr(src, "kind", None) not in _FOLDABLE or src.module is None:
+        return "its input is not a conv/linear layer"
+    if len(src.users) != 1:
+        return "its conv has other consumers"
+    if src.kind is OpKind.CONV_TRANSPOSE2D and getattr(src.module, "groups", 1) > 1:
+        return "grouped transposed conv"
+    if src.kind is OpKind.LINEAR and (not src.shape or len(src.shape) != 2):
+        return "BatchNorm1d over a 3-d linear output normalizes the sequence axis"
+    w = src.params.get("weight")
+    n = bn.params["running_mean"].numel()
+    if w is None or w.shape[_out_axis(src)] != n:
+        return "its channel count differs from the layer's outputs"
+    return None
 
 
 def _bn_scale_offset(bn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,7 +48,9 @@ def _bn_scale_offset(bn) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fold_batchnorm(graph: Graph) -> list[str]:
-    """Fold every BN whose input is a single-consumer conv; returns the folded BN names.
+    """Fold every BN whose input is a single-consumer conv or linear layer (conv1d/2d/3d,
+    depthwise, transposed, linear + BatchNorm1d); returns the folded BN names. BN module nodes
+    made from ``F.batch_norm`` calls (passes/normalize.py) fold the same way.
 
     ``W'[c] = W[c] * a_c`` and ``b'_c = b_c * a_c + (beta_c - mean_c * a_c)`` with
     ``a = gamma / sqrt(var + eps)``; a conv without bias gets one (named like its weight).
@@ -33,14 +59,14 @@ def fold_batchnorm(graph: Graph) -> list[str]:
     folded: list[str] = []
     for bn in [n for n in graph.nodes if n.kind is OpKind.BATCHNORM]:
         src = bn.args[0] if bn.args else None
-        if src is None or getattr(src, "kind", None) not in _FOLDABLE or len(src.users) != 1 \
-                or src.module.groups > 1 and src.kind is OpKind.CONV_TRANSPOSE2D:
-            log.info("BatchNorm %s is not folded (its input is not a single-consumer conv)",
-                     bn.name)
+        why = _why_not(bn, src)
+        if why is not None:
+            log.info("BatchNorm %s is not folded (%s); it is quantized as its own layer",
+                     bn.name, why)
             continue
         a, offset = _bn_scale_offset(bn)
         w = src.params["weight"]
-        axis = 1 if src.kind is OpKind.CONV_TRANSPOSE2D else 0
+        axis = _out_axis(src)
         shape = [1] * w.dim()
         shape[axis] = -1
         src.params["weight"] = w * a.reshape(shape)
