@@ -18,8 +18,9 @@ only ``shape`` and ``data_type``, so:
   ``value``; ``conv1d``/``conv2d``/``conv3d`` with inputs (x, weight[, bias]) and ``stride``,
   ``padding``, ``dilation``, ``groups``; ``batch_norm`` with inputs (x, running_mean,
   running_var[, weight[, bias]]) and ``eps``;
-* ``adaptive_avg_pool2d`` / ``adaptive_max_pool2d`` and ``reshape``/``view``/``flatten``/
-  ``squeeze``/``unsqueeze`` take their output size from the stored output dims.
+* ``adaptive_avg_pool2d`` / ``adaptive_max_pool2d``, ``reshape``/``view``/``flatten``/
+  ``squeeze``/``unsqueeze``/``view_as``/``reshape_as`` and ``expand``/``expand_as`` (broadcast)
+  take their output size from the stored output dims.
 """
 from __future__ import annotations
 
@@ -236,10 +237,14 @@ def _batch_norm(ctx, op, ins):
     return float_result(op, y.numpy(), *vals)
 
 
-@register_cpu("reshape", "view", "flatten", "squeeze", "unsqueeze")
+@register_cpu("reshape", "view", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as",
+              "expand", "expand_as")
 def _reshape(ctx, op, ins):
     v = one(ins)
     if op.output is None:
         raise SimError(f"op {op.name!r} ({op.type}): needs stored output dims")
     target = ctx.batch_fix(list(op.output.shape))
-    return float_result(op, v.values().reshape(target), v)
+    x = v.values()
+    if "expand" in op.type:
+        return float_result(op, np.ascontiguousarray(np.broadcast_to(x, target)), v)
+    return float_result(op, x.reshape(target), v)

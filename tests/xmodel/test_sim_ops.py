@@ -422,3 +422,31 @@ def test_results_of_float_ops_stay_float_downstream():
     ref = ref * np.float32(1.0019531)
     assert np.array_equal(out, np.floor(ref * 64 + 0.5) / 64)
     assert sim.float_ops == ["a", "m", "p"]
+
+
+@pytest.mark.parametrize("nl,x,exp", [("HSIGMOID", 1.0, 85 / 128), ("HSWISH", 1.0, 85 / 128),
+                                      ("HSWISH", -1.0, -43 / 128), ("LEAKYRELU", -2.0, -26 / 128),
+                                      ("RELU6", 7.0, 6.0)])
+def test_conv2d_fix_fused_nonlinear(nl, x, exp):
+    # 1x1 conv with weight 1: the accumulator is x (fp 0 codes -> fp 5 after the weight fp 5).
+    # HSIGMOID: x rounded to hsigmoid_in 4 (16), relu6(x+3)*2731/2^14 -> fp 7: 85.34 -> 85 (T14);
+    # HSWISH: that hard-sigmoid at fp 4 + 14 - shift_hsigmoid 11 = 7 (85, or 43 for x = -1) times x
+    b = GraphBuilder()
+    xi = b.input("x", [1, 1, 1, 1], 0)
+    b.g.add(_const_fix("w", np.array([32], np.int8).reshape(1, 1, 1, 1), 5))
+    b.op("c", "conv2d-fix", {"input": [xi], "weights": ["w"]}, [1, 1, 1, 1],
+         tensor_attrs={"fix_point": Attr.int32(7 if nl != "RELU6" else 4)},
+         kernel=[1, 1], stride=[1, 1], nonlinear=nl, hsigmoid_in=4, shift_hsigmoid=11,
+         shift_hswish=4)
+    assert b.run(np.array([x]).reshape(1, 1, 1, 1), out="c").item() == exp
+
+
+def test_aten_shape_ops_take_the_stored_output_dims():
+    b = GraphBuilder()
+    xi = b.input("x", [1, 2, 1, 1], 2)
+    b.op("e", "aten::expand", xi, [1, 2, 2, 3], shape=[1, 2, 2, 3], data_type="FLOAT32")
+    b.op("v", "aten::view_as", "e", [1, 12], shape=[1, 12], data_type="FLOAT32")
+    out = b.run(np.array([0.5, -1.0]).reshape(1, 2, 1, 1), out="v")
+    assert out.reshape(-1).tolist() == [0.5] * 6 + [-1.0] * 6
+    two = b.sim().run(np.array([0.5, -1.0, 1, 2]).reshape(2, 2, 1, 1), outputs=["v"])["v"]
+    assert two.shape == (2, 12)
