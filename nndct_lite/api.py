@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
 from ._log import get_logger
+from .config.spec import TargetDevice
 from .errors import CalibrationError, ExportError, InputError, ModeError, QuantInfoError
+from .graph.ir import Graph
 from .session import QuantSession, prepare
 from .state.modes import QuantMode, parse_quant_mode
 
@@ -20,7 +22,7 @@ __all__ = ["torch_quantizer"]
 log = get_logger("api")
 
 
-def _device(device) -> torch.device:
+def _device(device: torch.device | str | int | None) -> torch.device:
     if device is None:
         return torch.device("cpu")
     try:
@@ -43,7 +45,7 @@ def _device(device) -> torch.device:
     return dev
 
 
-def _load_state_dict_file(module: nn.Module, path) -> None:
+def _load_state_dict_file(module: nn.Module, path: str | os.PathLike[str]) -> None:
     from .state.files import safe_torch_load
     where = f"state_dict_file={os.fspath(path)!r}"
     if not Path(path).is_file():
@@ -98,7 +100,7 @@ def _reject_unimplemented(**given) -> None:
                          hint=hint)
 
 
-def _check_target(target) -> None:
+def _check_target(target: object) -> None:
     """``target`` names a DPU (``DPUCZDX8G_ISA1_B4096`` ...). The quantization is the same for
     every DPU (the generic DPU rules); the name is recorded in resolved_config.json, and which
     ops the named DPU runs is decided when vai_c_xir compiles the XModel for it."""
@@ -122,13 +124,15 @@ class torch_quantizer:  # noqa: N801 - the original's name
     Arguments after ``input_args`` follow vai_q_pytorch 3.5 and may all be given by keyword.
     """
 
-    def __init__(self, quant_mode, module: nn.Module, input_args=None, input_kwargs=None,
-                 state_dict_file: str | None = None, output_dir: str = "quantize_result",
+    def __init__(self, quant_mode: str | QuantMode | int, module: nn.Module,
+                 input_args: Any = None, input_kwargs: Any = None,
+                 state_dict_file: str | os.PathLike[str] | None = None,
+                 output_dir: str = "quantize_result",
                  bitwidth: int | None = None, mix_bit: bool = False,
-                 device=_CPU, lstm: bool = False, app_deploy: str = "CV",
-                 qat_proc: bool = False, custom_quant_ops=None,
+                 device: torch.device | str | int | None = _CPU, lstm: bool = False,
+                 app_deploy: str = "CV", qat_proc: bool = False, custom_quant_ops: object = None,
                  quant_config_file: str | None = None, target: str | None = None,
-                 dynamo: bool = False):
+                 dynamo: bool = False) -> None:
         self.mode = parse_quant_mode(quant_mode)
         if isinstance(module, nn.DataParallel):
             log.warning("[QUANTIZER_TORCH_DATA_PARALLEL] unwrapping torch.nn.DataParallel")
@@ -158,10 +162,10 @@ class torch_quantizer:  # noqa: N801 - the original's name
         example = input_args if isinstance(input_args, tuple) else (input_args,)
         self._example = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
                               for a in example)
+        self._session: QuantSession | None = None
         if self.mode is QuantMode.FLOAT:
-            self._session = None
             return
-        self._session: QuantSession = prepare(
+        self._session = prepare(
             module, self._example, mode=self.mode, output_dir=self.output_dir,
             config_file=quant_config_file, bitwidth=bitwidth, device=self.device,
             target=target)
@@ -175,7 +179,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
         return self._session.model
 
     @property
-    def graph(self):
+    def graph(self) -> Graph | None:
         return None if self._session is None else self._session.graph
 
     # ----------------------------------------------------------------- calib
@@ -184,7 +188,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
         s = self._require_session("export_quant_config")
         return s.export_quant_config()
 
-    def fast_finetune(self, run_fn: Callable, run_args: tuple) -> None:
+    def fast_finetune(self, run_fn: Callable[..., object], run_args: tuple) -> None:
         """AdaQuant-style layer-wise finetuning (calib mode), then saves ``param.pth``."""
         s = self._require_session("fast_finetune")
         if self.mode is not QuantMode.CALIB:
@@ -238,7 +242,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
                                   "=True) for a batch-agnostic file)")
         s = self._require_test("export_xmodel")
         result = s.freeze()
-        if not result.is_pof2:
+        if result.config.target_device is TargetDevice.DPU and not result.is_pof2:
             bad = [k for k, p in result.params.items() if p.is_set and not p.is_pof2]
             what = (f"has float scales ({len(bad)} tensor(s), e.g. {bad[0]})" if bad
                     else "quantizes no tensor")

@@ -24,9 +24,17 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from .errors import InputError, NndctError
+
+if TYPE_CHECKING:   # the command line imports torch and the pipeline lazily
+    import torch
+    import torch.nn as nn
+
+    from .graph.ir import Node
+    from .numerics.params import QuantParams
+    from .session import QuantSession
 
 __all__ = ["main", "build_parser", "COMMANDS", "Command", "load_model", "parse_shape",
            "inspect_rows", "InspectRow", "format_inspect"]
@@ -59,7 +67,7 @@ def _shape_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def load_model(spec: str):
+def load_model(spec: str) -> nn.Module:
     """Build the float model a MODEL_SPEC names, in eval mode.
 
     ``torchvision:NAME`` (``weights=None``), ``path/to/file.py:Name`` (a class instantiated
@@ -175,15 +183,15 @@ def _user_frame(exc: BaseException, path: Path | None) -> str:
     return f"{f.filename}:{f.lineno}"
 
 
-def _example(shapes: Sequence[tuple[int, ...]]):
+def _example(shapes: Sequence[tuple[int, ...]]) -> tuple[torch.Tensor, ...]:
     import torch
     gen = torch.Generator().manual_seed(0)
     return tuple(torch.randn(s, generator=gen) for s in shapes)
 
 
 @contextlib.contextmanager
-def quant_session(spec: str, shapes, config: str | None, bitwidth: int | None = None
-                  ) -> Iterator[object]:
+def quant_session(spec: str, shapes: Sequence[tuple[int, ...]], config: str | None,
+                  bitwidth: int | None = None) -> Iterator[QuantSession]:
     """A calib-mode ``QuantSession`` of MODEL_SPEC built by ``torch_quantizer`` in a temporary
     folder (deleted afterwards): the same capture, passes, placement and config resolution as a
     real run."""
@@ -195,7 +203,10 @@ def quant_session(spec: str, shapes, config: str | None, bitwidth: int | None = 
     with tempfile.TemporaryDirectory(prefix="nndct-lite-") as tmp:
         quantizer = torch_quantizer("calib", model, _example(shapes), output_dir=tmp,
                                     quant_config_file=config, bitwidth=bitwidth)
-        yield quantizer._session
+        session = quantizer._session
+        if session is None:   # calib mode always builds one
+            raise RuntimeError("torch_quantizer('calib', ...) built no session")
+        yield session
 
 
 # =============================================================================== inspect
@@ -230,12 +241,13 @@ def _kinds():
     return K, dpu, binary, alias
 
 
-def _quant_text(session, node) -> str:
+def _quant_text(session: QuantSession, node: Node) -> str:
     from .quant.build import layer_of
+    from .quant.fake_quantizer import quantizer_of
     mod = layer_of(session.model, node)
     parts = []
     for attr, tag in (("weight_q", "w"), ("bias_q", "b"), ("out_q", "o")):
-        q = mod._modules.get(attr)
+        q = quantizer_of(mod, attr)
         if q is not None:
             parts.append(f"{'in' if tag == 'o' and node.kind.value == 'input' else tag}"
                          f"{q.spec.bit_width}")
@@ -248,7 +260,7 @@ def _quant_text(session, node) -> str:
     return " ".join(parts) or ("float" if node.is_tensor else "-")
 
 
-def _device_of(session, node) -> tuple[str, str]:
+def _device_of(session: QuantSession, node: Node) -> tuple[str, str]:
     from .config.spec import TargetDevice
     from .quant.build import layer_of
     K, dpu, binary, alias = _kinds()
@@ -292,7 +304,7 @@ def _device_of(session, node) -> tuple[str, str]:
     return "CPU", f"the XModel has no DPU op for {k.value}: it runs in a CPU subgraph"
 
 
-def _notes(node, mod) -> str:
+def _notes(node: Node, mod: nn.Module) -> str:
     notes = []
     if node.meta.get("folded_bn"):
         notes.append(f"BatchNorm {node.meta['folded_bn']} folded in")
@@ -305,7 +317,7 @@ def _notes(node, mod) -> str:
     return "; ".join(notes)
 
 
-def inspect_rows(session) -> list[InspectRow]:
+def inspect_rows(session: QuantSession) -> list[InspectRow]:
     """One row per graph node of a (calib or test) session: device and reason."""
     from .graph.layer_type import layer_type_of
     rows = []
@@ -317,7 +329,7 @@ def inspect_rows(session) -> list[InspectRow]:
     return rows
 
 
-def _shape_text(shape) -> str:
+def _shape_text(shape: Sequence[int] | None) -> str:
     return "x".join(str(d) for d in shape) if shape else "-"
 
 
@@ -366,7 +378,7 @@ def format_inspect(rows: Sequence[InspectRow], *, model: str, target: str,
     return "\n".join(lines) + "\n"
 
 
-def _cmd_inspect(args) -> int:
+def _cmd_inspect(args: argparse.Namespace) -> int:
     with quant_session(args.model, args.input_shape, args.config, args.bitwidth) as s:
         rows = inspect_rows(s)
         target = s.config.target_device.value
@@ -383,7 +395,7 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
-def _rewrites(session) -> dict:
+def _rewrites(session: QuantSession) -> dict:
     path = Path(session.output_dir) / "resolved_config.json"
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("graph_rewrites", {})
@@ -392,7 +404,7 @@ def _rewrites(session) -> dict:
 
 
 # =============================================================================== explain-config
-def _cmd_explain(args) -> int:
+def _cmd_explain(args: argparse.Namespace) -> int:
     from .config import explain, format_explain, load_config
     if args.model is None:
         if args.input_shape:
@@ -424,7 +436,7 @@ def _quant_info_path(arg: Path) -> Path:
     return path
 
 
-def _qp_text(p) -> tuple[str, str]:
+def _qp_text(p: QuantParams | None) -> tuple[str, str]:
     """(fix position or scale, extra) of one QuantParams."""
     if p is None or not p.is_set:
         return "-", "not calibrated (float)"
@@ -444,7 +456,7 @@ def _qp_text(p) -> tuple[str, str]:
     return f"{p.scale:.6g}", extra
 
 
-def _cmd_show_quant_info(args) -> int:
+def _cmd_show_quant_info(args: argparse.Namespace) -> int:
     from .graph.ir import Graph
     from .state.quant_info import read_quant_info
     path = _quant_info_path(args.dir)
@@ -482,7 +494,7 @@ def _cmd_show_quant_info(args) -> int:
 
 
 # =============================================================================== report
-def _cmd_report(args) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     from .report import CHART_FILE, REPORT_FILE, load_rows, write_chart
     path = args.dir / REPORT_FILE if args.dir.is_dir() else args.dir
     if not path.is_file():
@@ -516,7 +528,7 @@ def _register_xmodel(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_xmodel(args) -> int:
+def _cmd_xmodel(args: argparse.Namespace) -> int:
     from .sim.cli import main_xmodel
     for attr, flag in (("file", "FILE"), ("input", "--input")):
         f = getattr(args, attr, None)
@@ -631,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # =============================================================================== main
-def _configure_logging(args) -> int:
+def _configure_logging(args: argparse.Namespace) -> int:
     if args.quiet:
         level = logging.ERROR
     elif args.verbose >= 2:

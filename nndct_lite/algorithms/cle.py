@@ -68,12 +68,20 @@ def _rows(w: torch.Tensor, axis: int) -> torch.Tensor:
     return w.transpose(0, axis).reshape(w.shape[axis], -1) if axis else w.reshape(w.shape[0], -1)
 
 
+def _groups(b: Node) -> int:
+    """The ``groups`` of conv ``b``'s module."""
+    groups = getattr(b.module, "groups", None)
+    if not isinstance(groups, int):
+        raise ValueError(f"{b.name}: a convolution module without an integer 'groups'")
+    return groups
+
+
 def _input_ranges(b: Node, channels: int) -> torch.Tensor:
     """max |W_b| over every weight of conv_b that reads input channel i."""
     w = b.params["weight"].abs()
     if b.kind is OpKind.CONV_TRANSPOSE2D:
         return w.reshape(w.shape[0], -1).amax(dim=1)
-    groups = b.module.groups
+    groups = _groups(b)
     per_group_in = w.shape[1]
     out_per_group = w.shape[0] // groups
     # [groups, out_per_group, per_group_in, k...] -> max over outputs and kernel per input channel
@@ -86,7 +94,7 @@ def _scale_input_channels(b: Node, s: torch.Tensor) -> None:
     if b.kind is OpKind.CONV_TRANSPOSE2D:
         b.params["weight"] = w * s.reshape([-1] + [1] * (w.dim() - 1))
         return
-    groups = b.module.groups
+    groups = _groups(b)
     per_group_in = w.shape[1]
     out_per_group = w.shape[0] // groups
     scale = s.reshape(groups, 1, per_group_in, *([1] * (w.dim() - 2)))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .._log import get_logger, progress
+from ..calib.bias_correction import BiasCorrector
 from ..errors import CalibrationError
 from ..graph.ops import OpKind
 from ..quant.build import layer_of, quantizers, set_mode
@@ -24,6 +26,7 @@ from ..quant.modes import model_transaction
 from ..state.files import atomic_torch_save
 from ..state.layout import PARAM_FILE
 from ..state.modes import QuantMode
+from .protocols import FinetuneSession, RankSync
 
 __all__ = ["FinetuneOptions", "fast_finetune"]
 
@@ -39,10 +42,13 @@ class FinetuneOptions:
     min_lr: float = 1e-5
 
 
-def _capture_inputs(model: nn.Module, run_fn, run_args) -> list[tuple]:
+RunFn = Callable[..., object]
+
+
+def _capture_inputs(model: nn.Module, run_fn: RunFn, run_args: Iterable[Any]) -> list[tuple]:
     batches: list[tuple] = []
 
-    def hook(_m, args):
+    def hook(_m: nn.Module, args: tuple) -> None:
         batches.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
     h = model.register_forward_pre_hook(hook)
     try:
@@ -56,12 +62,12 @@ def _capture_inputs(model: nn.Module, run_fn, run_args) -> list[tuple]:
     return batches
 
 
-def _outputs(model, batches):
+def _outputs(model: nn.Module, batches: list[tuple]) -> list[Any]:
     with torch.no_grad():
         return [model(*b) for b in batches]
 
 
-def _flat(out):
+def _flat(out: object) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)):
@@ -71,7 +77,8 @@ def _flat(out):
     return []
 
 
-def _net_loss(model, batches, targets, dist=None) -> list[float]:
+def _net_loss(model: nn.Module, batches: list[tuple], targets: list[Any],
+              dist: RankSync | None = None) -> list[float]:
     """Per model output: sqrt(MSE(float, quantized)) averaged over the cached batches (with
     ``dist``, session.dist: over every rank's batches)."""
     outs = _outputs(model, batches)
@@ -79,17 +86,21 @@ def _net_loss(model, batches, targets, dist=None) -> list[float]:
                  for o, t in zip(outs, targets)]
     if dist is not None:
         per_batch = dist.all_batches(per_batch)
-    per = None
+    per: list[float] | None = None
     for vals in per_batch:
         per = vals if per is None else [p + v for p, v in zip(per, vals)]
+    if per is None:   # _capture_inputs guarantees a batch
+        raise CalibrationError("fast_finetune: no cached batch to measure the network loss on")
     return [p / len(per_batch) for p in per]
 
 
-def _layer_io(model, layer, batches, mode) -> tuple[list, list]:
+def _layer_io(model: nn.Module, layer: nn.Module, batches: list[tuple],
+              mode: QuantMode) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Inputs and raw outputs of ``layer`` over the cached batches, with the model in ``mode``."""
-    ins, outs = [], []
+    ins: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
 
-    def hook(_m, args, out):
+    def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
         ins.append(args[0].detach())
         outs.append(out.detach())
     set_mode(model, mode)
@@ -106,8 +117,10 @@ def _sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
     return math.inf if noise == 0 else 10 * math.log10(float(ref.pow(2).mean()) / noise)
 
 
-def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
-                batch_size: int, dist=None) -> int:
+def _tune_layer(layer: Any, act: nn.Module | None,
+                float_act: Callable[[torch.Tensor], torch.Tensor] | None,
+                q_in: list[torch.Tensor], f_out: list[torch.Tensor], opts: FinetuneOptions,
+                batch_size: int, dist: RankSync | None = None) -> int:
     w_f = layer.weight.detach().clone()
     f = opts.lr_factor * (0.5 if batch_size == 1 else 1.0)
     wq = layer._modules["weight_q"]
@@ -121,12 +134,12 @@ def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
             b_now = bq(b_now)
     params = [{"params": [layer.weight], "lr": lr_w}]
     has_bias = layer.bias is not None and layer.bias.numel() > 1
-    if has_bias:
+    if has_bias and b_now is not None:   # has_bias: b_now is the layer's bias
         params.append({"params": [layer.bias], "lr": f * float(b_now.std())})
     opt = torch.optim.Adam(params)
     target = [float_act(o) if float_act is not None else o for o in f_out]
 
-    def local_loss():
+    def local_loss() -> float:
         with torch.no_grad():
             vals = [float(F.mse_loss(_pred(layer, act, x), t)) for x, t in zip(q_in, target)]
         return sum(dist.all_batches(vals) if dist is not None else vals)
@@ -166,13 +179,14 @@ def _tune_layer(layer, act, float_act, q_in, f_out, opts: FinetuneOptions,
     return epochs
 
 
-def _pred(layer, act, x):
+def _pred(layer: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         y = layer(x)
     return act(y) if act is not None else y
 
 
-def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOptions()) -> None:
+def fast_finetune(session: FinetuneSession, run_fn: RunFn, run_args: Iterable[Any],
+                  opts: FinetuneOptions = FinetuneOptions()) -> None:
     """Run fast finetune on ``session`` (calib mode); writes ``param.pth``.
 
     Exception-safe: when it fails or is interrupted, the model's parameters, modes, quantizer
@@ -193,7 +207,13 @@ def fast_finetune(session, run_fn, run_args, opts: FinetuneOptions = FinetuneOpt
              "weights (tuning did not lower the network loss)", path, reverted, n_layers)
 
 
-def _finetune(session, model, run_fn, run_args, opts: FinetuneOptions) -> tuple[int, int]:
+def _set_bias_corrector(mod: nn.Module, bc: BiasCorrector | None) -> None:
+    # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value works
+    mod.bias_corrector = bc  # type: ignore[assignment]
+
+
+def _finetune(session: FinetuneSession, model: nn.Module, run_fn: RunFn, run_args: Iterable[Any],
+              opts: FinetuneOptions) -> tuple[int, int]:
     """The finetune itself (inside ``fast_finetune``'s transaction): (reverted layers, layers)."""
     set_mode(model, QuantMode.FLOAT)
     batches = _capture_inputs(model, run_fn, run_args)
@@ -202,12 +222,13 @@ def _finetune(session, model, run_fn, run_args, opts: FinetuneOptions) -> tuple[
     pristine = copy.deepcopy(model)
     pristine_of = dict(pristine.named_modules())
     path_of = {id(m): n for n, m in model.named_modules()}
-    bcs = {}
+    bcs: dict[str, BiasCorrector] = {}
     for node in session.graph.nodes:
         mod = layer_of(model, node)
-        if getattr(mod, "bias_corrector", None) is not None:
-            bcs[node.name] = mod.bias_corrector
-            mod.bias_corrector = None
+        bc = getattr(mod, "bias_corrector", None)
+        if bc is not None:
+            bcs[node.name] = bc
+            _set_bias_corrector(mod, None)
     set_mode(model, QuantMode.CALIB)
     _outputs(model, batches)                      # one calibration: all fix positions
     if session.dist is not None:
@@ -241,8 +262,8 @@ def _finetune(session, model, run_fn, run_args, opts: FinetuneOptions) -> tuple[
             baseline = loss
         log.debug("fast finetune %s: %d epochs, net loss %s", node.name, epochs, baseline)
     del pristine, pristine_of
-    for node_name, bc in bcs.items():
-        layer_of(model, session.graph.by_name(node_name)).bias_corrector = type(bc)(bc.rate)
+    for node_name, old in bcs.items():
+        _set_bias_corrector(layer_of(model, session.graph.by_name(node_name)), type(old)(old.rate))
     for q in quantizers(model).values():
         q.keep_params = True
     set_mode(model, QuantMode.CALIB)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -27,11 +27,12 @@ from ..config.spec import QuantSpec
 from ..errors import CalibrationError
 from ..numerics.params import QuantParams, Role
 
-__all__ = ["Role", "BatchMode", "Observer", "rows", "finite_rows"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["Role", "BatchMode", "Observer", "ObserverLike", "rows", "finite_rows"]
 
 _NARROW = (torch.float16, torch.bfloat16)
-
-
 
 
 class BatchMode(enum.Enum):
@@ -62,7 +63,9 @@ def dense_flat(x: torch.Tensor) -> torch.Tensor:
     For order-free statistics (per-tensor ranges, sums of squares)."""
     if x.is_contiguous():
         return x.view(-1)
-    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    def outer_first(d: int) -> tuple[int, int]:
+        return -x.stride(d), -x.shape[d]
+    order = sorted(range(x.dim()), key=outer_first)
     p = x.permute(order)
     return p.view(-1) if p.is_contiguous() else p.reshape(-1)
 
@@ -85,7 +88,7 @@ class Scratch:
     the quantizers of a model share one, grown to the largest activation. Not thread-safe:
     calibration forwards of one model run one at a time."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf: torch.Tensor | None = None
 
     def get(self, like: torch.Tensor) -> torch.Tensor:
@@ -97,8 +100,20 @@ class Scratch:
             b = self._buf = torch.empty(n, dtype=like.dtype, device=like.device)
         return b[:n]
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, object]) -> Scratch:
         return Scratch()   # a copy of a model does not share (or copy) the buffer
+
+
+class ObserverLike(Protocol):
+    """What a quantizer needs from its observer: an :class:`Observer`, or a stand-in that
+    forwards to one (the step-synchronous wrapper of a distributed run)."""
+
+    def observe(self, x: torch.Tensor) -> None: ...
+
+    def compute(self) -> QuantParams: ...
+
+    @property
+    def nonfinite_batches(self) -> int: ...
 
 
 class Observer(abc.ABC):
@@ -136,7 +151,7 @@ class Observer(abc.ABC):
         """Parameters from everything observed so far; unset ``QuantParams`` before any batch."""
 
     @abc.abstractmethod
-    def _merge(self, other: "Observer") -> None:
+    def _merge(self, other: Self) -> None:
         """Fold ``other``'s statistics into ours (same class and configuration)."""
 
     @abc.abstractmethod

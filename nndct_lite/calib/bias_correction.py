@@ -13,6 +13,7 @@ available, else from torch ops in float32; the two agree to ~1e-7 relative."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -54,7 +55,8 @@ class BiasCorrector:
     def float_weight(self, weight: torch.Tensor) -> torch.Tensor:
         return weight
 
-    def current_bias(self, bias: torch.Tensor, bias_q) -> torch.Tensor:
+    def current_bias(self, bias: torch.Tensor,
+                     bias_q: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The bias the quantized layer uses now: Q(b_f) on the first batch, then b_k."""
         if self.bias is None:
             self.float_bias = bias.detach().clone()
@@ -65,7 +67,8 @@ class BiasCorrector:
              reuse_out_f: bool = False) -> None:
         """One batch: update the statistics and, unless stopped, the bias. With
         ``reuse_out_f`` (the caller made ``out_f`` for this call) it is overwritten."""
-        if self.stopped or self.bias is None:
+        bias = self.bias
+        if self.stopped or bias is None:
             return
         fused = native.bc_stats(out_q, out_f, dims)
         if fused is not None:
@@ -74,14 +77,15 @@ class BiasCorrector:
         signal, noise, err = self._powers(out_q, out_f, reuse_out_f)
         rate = self._advance(signal, noise)
         if rate is not None:   # the channel means only when they are used
-            self.bias = self.bias - rate * channel_mean(err, dims)
+            self.bias = bias - rate * channel_mean(err, dims)
             self.steps += 1
 
     def measure(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int],
-                reuse_out_f: bool = False):
+                reuse_out_f: bool = False) -> tuple[float, float, torch.Tensor | None]:
         """``(noise, signal, mean_err)`` of one batch, as ``step`` computes them (for callers
         that apply the update later, e.g. a step of several ranks; ``update`` applies it)."""
         fused = native.bc_stats(out_q, out_f, dims)
+        mean_err: torch.Tensor | None
         if fused is not None:
             signal, noise, mean_err = fused
         else:
@@ -92,15 +96,19 @@ class BiasCorrector:
             return noise, signal, None
         return noise, signal, mean_err if mean_err is not None else channel_mean(err, dims)
 
-    def update(self, noise: float, signal: float, mean_err) -> None:
+    def update(self, noise: float, signal: float, mean_err: torch.Tensor | None) -> None:
         """``step``'s state machine and bias move on a ``measure`` result."""
         rate = self._advance(signal, noise)
         if rate is not None:
+            # a usable measurement (the only kind that moves) has its channel means
+            if mean_err is None or self.bias is None:
+                raise ValueError("a bias move needs the channel mean error and a current bias")
             self.bias = self.bias - rate * mean_err.to(device=self.bias.device)
             self.steps += 1
 
     @staticmethod
-    def _powers(out_q, out_f, reuse_out_f: bool):
+    def _powers(out_q: torch.Tensor, out_f: torch.Tensor,
+                reuse_out_f: bool) -> tuple[float, float, torch.Tensor]:
         n = out_f.numel()
         f = _flat32(out_f)
         signal = float(torch.dot(f, f)) / n
@@ -129,6 +137,6 @@ class BiasCorrector:
 
     def correction(self) -> torch.Tensor | None:
         """``b_f - b_final`` (what bias_corr.pth stores), or None if the layer never ran."""
-        if self.float_bias is None:
+        if self.float_bias is None or self.bias is None:   # both are set on the first batch
             return None
         return (self.float_bias - self.bias).detach()

@@ -82,49 +82,59 @@ class AccumulatedHistogram:
         self.exp: int | None = None          # None: only zeros so far (all in bin 0)
         self.counts: torch.Tensor | None = None
 
-    def _ensure(self, device) -> None:
+    def _ensure(self, device: torch.device | str) -> torch.Tensor:
         if self.counts is None:
             self.counts = torch.zeros(self.bins, dtype=torch.float64, device=device)
         elif self.counts.device != torch.device(device):
             self.counts = self.counts.to(device)
+        return self.counts
 
-    def _grow(self, exp: int) -> None:
+    def _live(self) -> torch.Tensor:
+        if self.counts is None:
+            raise ValueError("the histogram has no counts yet")
+        return self.counts
+
+    def _grow(self, exp: int) -> int:
+        """Widen the range to ``[0, 2^exp)`` (never narrows it); the exponent now in use."""
         if self.exp is not None and exp > self.exp:
-            c = self.counts
+            c = self._live()
             for _ in range(min(exp - self.exp, self.bins.bit_length())):
                 c = torch.cat([c.view(-1, 2).sum(dim=1), torch.zeros_like(c[: self.bins // 2])])
             self.counts = c
         if self.exp is None or exp > self.exp:
             self.exp = exp
+        return self.exp
 
     def add(self, a: torch.Tensor, amax: float) -> None:
         """Add the values of ``a`` (finite, >= 0, maximum ``amax``)."""
-        self._ensure(a.device)
+        counts = self._ensure(a.device)
         if amax <= 0:
-            self.counts[0] += a.numel()
+            counts[0] += a.numel()
             return
-        self._grow(math.frexp(amax)[1])  # amax < 2^e
+        exp = self._grow(math.frexp(amax)[1])  # amax < 2^e
         # v * 2^-e in two exact power-of-two steps (each factor stays representable)
-        half = -self.exp // 2
-        scaled = (a * math.ldexp(1.0, half)).mul_(math.ldexp(1.0, -self.exp - half))
-        self.counts += batch_histogram(scaled, 1.0, self.bins)
+        half = -exp // 2
+        scaled = (a * math.ldexp(1.0, half)).mul_(math.ldexp(1.0, -exp - half))
+        counts = self._live()
+        counts += batch_histogram(scaled, 1.0, self.bins)
 
-    def merge(self, other: "AccumulatedHistogram") -> None:
+    def merge(self, other: AccumulatedHistogram) -> None:
         if other.counts is None:
             return
         if other.bins != self.bins:
             raise ValueError("histograms with different bin counts")
         theirs = AccumulatedHistogram(self.bins)
         theirs.exp, theirs.counts = other.exp, other.counts.clone()
-        self._ensure(other.counts.device)
-        theirs.counts = theirs.counts.to(self.counts.device)
+        mine = self._ensure(other.counts.device)
+        theirs.counts = theirs.counts.to(mine.device)
         if self.exp is None:
             self.exp = theirs.exp
         elif theirs.exp is not None:
             top = max(self.exp, theirs.exp)
             self._grow(top)
             theirs._grow(top)
-        self.counts += theirs.counts
+        counts = self._live()
+        counts += theirs._live()
 
     def cropped(self):
         """``(hist, edges)`` numpy float64, cut after the last non-empty bin; None if empty."""
@@ -232,7 +242,7 @@ class HistogramObserver(Observer):
         s, z, f = red
         return QuantParams(bw, scale=s[0], zero_point=z[0], float_max=f[0])
 
-    def _merge(self, other: "HistogramObserver") -> None:
+    def _merge(self, other: HistogramObserver) -> None:
         self.history.merge(other.history)
         self.hist.merge(other.hist)
 

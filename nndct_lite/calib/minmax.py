@@ -134,7 +134,7 @@ class MinMaxObserver(Observer):
         return QuantParams(bw, scale=tuple(s), zero_point=tuple(z), float_max=tuple(f),
                            axis=self.axis)
 
-    def _merge(self, other: "MinMaxObserver") -> None:
+    def _merge(self, other: MinMaxObserver) -> None:
         self.history.merge(other.history)
         if other.running is not None:
             if self.running is None:

@@ -76,12 +76,16 @@ def _sq_errors(x2: torch.Tensor, neg_x2: torch.Tensor, fps: list[int], spec: Qua
     ``fakequant(x) - x`` is formed as ``-x + q * 2^-fp`` in one fused op: ``q * 2^-fp`` is exact,
     so this is the same single rounding as subtracting the dequantized value.
     """
+    m: float | torch.Tensor
+    back: float | torch.Tensor
     if len(fps) == 1:
         m, back = math.ldexp(1.0, fps[0]), math.ldexp(1.0, -fps[0])
     else:
-        kw = {"dtype": x2.dtype, "device": x2.device}
-        m = torch.tensor([math.ldexp(1.0, f) for f in fps], **kw).unsqueeze(1)
-        back = torch.tensor([math.ldexp(1.0, -f) for f in fps], **kw).unsqueeze(1)
+        dtype, device = x2.dtype, x2.device
+        m = torch.tensor([math.ldexp(1.0, f) for f in fps], dtype=dtype,
+                         device=device).unsqueeze(1)
+        back = torch.tensor([math.ldexp(1.0, -f) for f in fps], dtype=dtype,
+                            device=device).unsqueeze(1)
     r = spec.int_range
     torch.mul(x2, m, out=buf)
     _round_codes(buf, spec.round_mode)
@@ -160,7 +164,7 @@ def _search(x2: torch.Tensor, fp0: list[int], spec: QuantSpec, scope: int,
     active = [f < cap for f in fp0]
     if scope <= 1 or not any(active):
         return base
-    if x2.shape[0] == 1 and mn is not None:
+    if x2.shape[0] == 1 and mn is not None and mx is not None:
         return [_search_one(x2[0], fp0[0], mn[0], mx[0], spec, scope, scratch)]
     buf, neg = torch.empty_like(x2), torch.neg(x2)
     errors = torch.stack([_sq_errors(x2, neg, [b + k for b in base], spec, buf)
@@ -272,7 +276,7 @@ class Pof2Observer(Observer):
         return QuantParams(self.spec.bit_width, fix_pos=fps if self.axis is not None else fps[0],
                            axis=self.axis)
 
-    def _merge(self, other: "Pof2Observer") -> None:
+    def _merge(self, other: Pof2Observer) -> None:
         self.votes.merge(other.votes)
 
     def _state(self) -> dict:

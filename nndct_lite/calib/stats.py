@@ -62,7 +62,7 @@ def reduce_values(values: Sequence[float], method: StatMethod) -> float:
 class FixPosVotes:
     """Per-channel counts of fix positions."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counts: list[Counter] = []
 
     def __bool__(self) -> bool:
@@ -106,7 +106,7 @@ class FixPosVotes:
 class ScaleHistory:
     """Per-batch (scale, zero point) of every channel, in observation order."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.scales: list[tuple[float, ...]] = []
         self.zero_points: list[tuple[int, ...]] = []
 

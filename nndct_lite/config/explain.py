@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .resolve import QuantPlan
-from .spec import KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, QuantConfig, ResolvedSpec, TensorKind
+from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
+                   TensorKind)
 
 __all__ = ["explain", "write_resolved_config", "format_explain", "spec_json",
            "RESOLVED_CONFIG_NAME", "RESOLVED_CONFIG_VERSION"]
@@ -55,7 +56,7 @@ def explain(config: QuantConfig, plan: QuantPlan | None = None) -> dict:
     return out
 
 
-def _rule_json(config: QuantConfig, plan: QuantPlan | None, rule) -> dict:
+def _rule_json(config: QuantConfig, plan: QuantPlan | None, rule: LayerRule) -> dict:
     item = {"index": rule.index, "label": rule.label, "layer_type": rule.layer_type,
             "layer_name": rule.layer_name,
             "quantizable_data_type": [k.value for k in KIND_ORDER if k in rule.kinds]}

@@ -14,7 +14,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, NoReturn
 
 import jsonschema
 
@@ -119,7 +119,7 @@ class _Obj(dict):
     duplicates: tuple[str, ...] = ()
 
 
-def _object_pairs(pairs):
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     obj, seen = _Obj(), []
     for key, value in pairs:
         if key in obj and key not in seen:
@@ -129,7 +129,7 @@ def _object_pairs(pairs):
     return obj
 
 
-def _no_constant(word):
+def _no_constant(word: str) -> NoReturn:
     raise ValueError(f"{word} is not valid JSON")
 
 
@@ -168,9 +168,9 @@ def _read_json(name: str) -> Any:
 
 def _check_duplicates(node: Any, pointer: str, name: str) -> None:
     if isinstance(node, _Obj) and node.duplicates:
-        key = node.duplicates[0]
-        raise ConfigError(f"key {key!r} is given twice in one object; JSON would keep only the "
-                          f"last value {_show(node[key])}", where=f"{name}, at {pointer}/{_esc(key)}",
+        dup = node.duplicates[0]
+        raise ConfigError(f"key {dup!r} is given twice in one object; JSON would keep only the "
+                          f"last value {_show(node[dup])}", where=f"{name}, at {pointer}/{_esc(dup)}",
                           hint="keep one of the two entries")
     children = node.items() if isinstance(node, dict) else (
         enumerate(node) if isinstance(node, list) else ())
@@ -225,7 +225,7 @@ def _esc(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _pointer(path) -> str:
+def _pointer(path: Iterable[object]) -> str:
     return "".join(f"/{_esc(str(p))}" for p in path)
 
 
@@ -274,7 +274,7 @@ def _describe(schema: Mapping) -> str:
     return "a valid value"
 
 
-def _closest(word: str, choices) -> str | None:
+def _closest(word: str, choices: Iterable[str]) -> str | None:
     lowered = {c.lower(): c for c in choices}
     hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[hit[0]] if hit else None
@@ -286,7 +286,7 @@ def _check_schema(data: Any, label: str) -> None:
         raise _schema_error(jsonschema.exceptions.best_match(errors), label)
 
 
-def _schema_error(err, label: str) -> ConfigError:
+def _schema_error(err: jsonschema.ValidationError, label: str) -> ConfigError:
     path = list(err.absolute_path)
     pointer = _pointer(path)
     names = [p for p in path if isinstance(p, str)]
@@ -459,11 +459,11 @@ class _Builder:
     def _late_warnings(self, rules: tuple[LayerRule, ...], glob: dict) -> None:
         src = self.label
         for pointer, (value, by_hw) in self.round_notes.items():
-            kinds = ", ".join(k for ks in by_hw.values() for k in ks)
+            names = ", ".join(k for ks in by_hw.values() for k in ks)
             used_hw = "; ".join(f"{hw!r} for {', '.join(ks)}" for hw, ks in by_hw.items())
             self.warnings.append(
                 f"{src}, at {pointer}: round_mode {value!r} is not the DPU's rounding for "
-                f"{kinds}; using the hardware's: {used_hw} (the DPU rounds activations and inputs "
+                f"{names}; using the hardware's: {used_hw} (the DPU rounds activations and inputs "
                 f"half_up, weights and biases std_round)")
         if self.data.get("convert_relu6_to_relu") is False and self.data.get("include_cle", True):
             self.warnings.append(

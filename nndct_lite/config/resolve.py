@@ -90,7 +90,7 @@ class QuantPlan:
     warnings: tuple[str, ...] = ()
     _index: Mapping[str, NodePlan] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {e.node.name: e for e in self.entries})
 
     def _entry(self, node_name: str) -> NodePlan:
@@ -211,11 +211,15 @@ class _Resolver:
                 self.matches[rule.index] = [rule.layer_name]
                 self.match_sets[rule.index] = frozenset(self.matches[rule.index])
                 continue
-            hits = [n.name for n in self.nodes if type_matches(rule.layer_type, n.layer_type)]
+            layer_type = rule.layer_type
+            if layer_type is None:   # the loader gives every rule a layer_name or a layer_type
+                raise ValueError(f"{rule.label} has neither layer_name nor layer_type")
+            hits = [n.name for n in self.nodes if type_matches(layer_type, n.layer_type)]
             self.matches[rule.index] = hits
             self.match_sets[rule.index] = frozenset(hits)
             if not hits:
-                close = difflib.get_close_matches(rule.type_key, types, n=3, cutoff=0.5)
+                close = difflib.get_close_matches(layer_type.rsplit(".", 1)[-1], types, n=3,
+                                                  cutoff=0.5)
                 extra = f" (this model has {', '.join(close)})" if close else ""
                 self.warnings.append(
                     f"{self.label}, at {rule.pointer}/layer_type: there is no "
@@ -224,6 +228,8 @@ class _Resolver:
 
     def _unknown_name(self, rule: LayerRule) -> ConfigError:
         name = rule.layer_name
+        if name is None:
+            raise ValueError(f"{rule.label} has no layer_name")
         close = difflib.get_close_matches(name, list(self.by_name), n=5, cutoff=0.0)
         hint = ("copy the name from the comment of its line in quantize_result/<Model>.py "
                 "(the part before '('); closest node names: " + "; ".join(close))
@@ -263,8 +269,7 @@ class _Resolver:
     def _resolve_group(self, end: str) -> ResolvedSpec:
         members = self.members.get(end, [self.by_name[end]])
         for level in (0, 1):
-            found = [(m, self._best(m, _ACT)[level]) for m in members]
-            found = [(m, r) for m, r in found if r is not None]
+            found = [(m, r) for m in members if (r := self._best(m, _ACT)[level]) is not None]
             if not found:
                 continue
             first_node, first_rule = found[0]

@@ -74,7 +74,8 @@ def _fail(state: SpecState, keys: tuple[str, ...], message: str, hint: str,
     return ConfigError(message, where=where(pointer), hint=hint)
 
 
-def dpu_round(kind: TensorKind, state: SpecState, device: TargetDevice):
+def dpu_round(kind: TensorKind, state: SpecState,
+              device: TargetDevice) -> tuple[str, str, RoundMode] | None:
     """On the DPU, force the hardware's rounding. Returns ``(pointer, value, hardware)`` when a
     value from the file was replaced (the caller warns once per pointer), else ``None``."""
     if device is not TargetDevice.DPU:

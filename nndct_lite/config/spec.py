@@ -149,7 +149,7 @@ class LayerRule:
         return f"/layer_quantize_config/{self.index}"
 
 
-def _switch(default: Any, description: str):
+def _switch(default: Any, description: str) -> Any:
     return field(default=default, metadata={"switch": True, "description": description})
 
 
@@ -200,5 +200,14 @@ class QuantConfig:
 
 
 #: Top-level boolean switches: JSON key -> default (from the field definitions above).
-SWITCH_KEYS: dict[str, bool] = {f.name: f.default for f in fields(QuantConfig)
-                                if f.metadata.get("switch")}
+def _switch_defaults() -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for f in fields(QuantConfig):
+        if f.metadata.get("switch"):
+            if not isinstance(f.default, bool):
+                raise TypeError(f"QuantConfig.{f.name} is a switch without a bool default")
+            out[f.name] = f.default
+    return out
+
+
+SWITCH_KEYS: dict[str, bool] = _switch_defaults()

@@ -24,16 +24,27 @@ import contextvars
 import datetime
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import DistributedError
+
+if TYPE_CHECKING:   # types only: importing .group imports torch.distributed
+    import torch
+
+    from ..graph.ir import Graph
+    from .calibration import CalibrationSync, SyncedSession
+    from .emulated import EmulatedWorld
+    from .group import ProcessGroupWorld
 
 __all__ = ["world", "emulate", "attach", "import_generated", "is_writer", "backend_for",
            "init_from_env", "DistributedError"]
 
-_EMULATION: contextvars.ContextVar = contextvars.ContextVar("nndct_lite_emulation", default=None)
+_EMULATION: contextvars.ContextVar[EmulatedWorld | None] = contextvars.ContextVar(
+    "nndct_lite_emulation", default=None)
 
 
-def world():
+def world() -> EmulatedWorld | ProcessGroupWorld | None:
     """The world this process calibrates in, or None (no process group: single process)."""
     emulated = _EMULATION.get()
     if emulated is not None:
@@ -45,13 +56,13 @@ def world():
     return process_group_world()
 
 
-def is_writer(w=None) -> bool:
+def is_writer(w: EmulatedWorld | ProcessGroupWorld | None = None) -> bool:
     """Whether this process writes ``quantize_result/`` (no world, or rank 0)."""
     return w is None or w.is_writer
 
 
 @contextlib.contextmanager
-def emulate(world_size: int):
+def emulate(world_size: int) -> Iterator[EmulatedWorld | None]:
     """Run, in this one process, exactly what ``world_size`` ranks would compute.
 
     Inside the context, a ``torch_quantizer`` groups its calibration forwards into steps of
@@ -74,26 +85,28 @@ def emulate(world_size: int):
         _EMULATION.reset(token)
 
 
-def import_generated(w, graph, output_dir):
+def import_generated(w: EmulatedWorld | ProcessGroupWorld, graph: Graph,
+                     output_dir: Path) -> tuple[type, Path]:
     """``(class, path)`` of the generated ``<Model>.py``; only the writer writes it."""
     from .session import import_generated as _impl
     return _impl(w, graph, output_dir)
 
 
-def attach(session, w):
+def attach(session: SyncedSession, w: EmulatedWorld | ProcessGroupWorld) -> CalibrationSync:
     """Synchronise ``session`` across ``w``'s ranks; returns the object stored in
     ``session.dist``."""
     from .session import attach as _impl
     return _impl(session, w)
 
 
-def backend_for(device) -> str:
+def backend_for(device: torch.device | str) -> str:
     """The process-group backend for ``device``: ``"nccl"`` for CUDA, ``"gloo"`` otherwise."""
     import torch
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
-def init_from_env(device="cpu", timeout: datetime.timedelta | None = None):
+def init_from_env(device: torch.device | str = "cpu",
+                  timeout: datetime.timedelta | None = None) -> torch.device:
     """For scripts launched with ``torchrun``: join the default process group, and return the
     device this process should use.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import pickle
 import weakref
+from typing import Any, Callable, Literal
 
 import torch
 import torch.distributed as dist
@@ -47,9 +48,9 @@ def _store():
 class ProcessGroupWorld:
     """``rank``/``size`` of the default group and the exchanges the quantizer needs."""
 
-    emulated = False
+    emulated: Literal[False] = False
 
-    def __init__(self, pg):
+    def __init__(self, pg: Any) -> None:
         self.pg = pg
         self.rank = dist.get_rank()
         self.size = dist.get_world_size()
@@ -57,8 +58,12 @@ class ProcessGroupWorld:
         self.store = _store()
         timeout = getattr(self.store, "timeout", None)
         self.timeout = timeout if isinstance(timeout, datetime.timedelta) else _DEFAULT_TIMEOUT
-        self.object_group = None if self.backend == "gloo" else \
-            dist.new_group(backend="gloo", timeout=self.timeout)
+        self.object_group: dist.ProcessGroup | None = None
+        if self.backend != "gloo":
+            group = dist.new_group(backend="gloo", timeout=self.timeout)
+            if isinstance(group, int):   # GroupMember.NON_GROUP_MEMBER: cannot be, every rank is in
+                raise DistributedError(f"rank {self.rank} is not in its own gloo group")
+            self.object_group = group
         self.seq = 0
         self.sessions = 0
         #: traffic of this rank: collectives made, and bytes it contributed (objects pickled)
@@ -82,7 +87,7 @@ class ProcessGroupWorld:
                 pass
         return self.seq
 
-    def exchange(self, obj, what: str, *, channel: str = "", error: str | None = None) -> list:
+    def exchange(self, obj: object, what: str, *, channel: str = "", error: str | None = None) -> list:
         """``obj`` of every rank, in rank order.
 
         ``what`` describes the sync point in messages; ``channel`` must be equal on every rank
@@ -117,7 +122,7 @@ class ProcessGroupWorld:
                                         "written")
         return [o for (_s, _c, _w, _e, o) in out]
 
-    def run_on_writer(self, fn, what: str, *, channel: str = "write"):
+    def run_on_writer(self, fn: Callable[[], Any], what: str, *, channel: str = "write") -> Any:
         """Rank 0 runs ``fn``; everyone waits for it and gets its (picklable) result. A failure
         on rank 0 raises there and, naming rank 0, on every other rank."""
         result, error, own = None, None, None

@@ -10,19 +10,29 @@ from __future__ import annotations
 import hashlib
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 
 from ..codegen.python import generate_source
+from ..graph.ir import Graph
 from ..quant.build import load_generated, quantizers, write_and_import
-from .calibration import CalibrationSync
+from .calibration import CalibrationSync, SyncedSession
 from .errors import DistributedError
+
+if TYPE_CHECKING:   # importing .group imports torch.distributed: only a process group needs it
+    from hashlib import _Hash
+
+    from .emulated import EmulatedWorld
+    from .group import ProcessGroupWorld
 
 __all__ = ["attach", "import_generated", "GroupSession", "EmulatedSession", "digest"]
 
+T = TypeVar("T")
+
 
 # --------------------------------------------------------------------------- digests
-def _feed(h, obj) -> None:
+def _feed(h: _Hash, obj: object) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous().reshape(-1)
         h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
@@ -43,7 +53,7 @@ def _feed(h, obj) -> None:
     h.update(b";")
 
 
-def digest(obj) -> str:
+def digest(obj: object) -> str:
     """sha256 of ``obj`` (tensors by their bytes, floats by ``repr``: exact)."""
     h = hashlib.sha256()
     _feed(h, obj)
@@ -66,7 +76,8 @@ def _differing(values: list) -> list[int]:
 
 
 # --------------------------------------------------------------------------- generated model
-def import_generated(w, graph, output_dir: Path):
+def import_generated(w: EmulatedWorld | ProcessGroupWorld, graph: Graph,
+                     output_dir: Path) -> tuple[type, Path]:
     """Rank 0 writes ``<Model>.py``; the others check that they generated the same source and
     import rank 0's file (``output_dir`` must be a folder every rank sees)."""
     output_dir = Path(output_dir)
@@ -82,9 +93,9 @@ def import_generated(w, graph, output_dir: Path):
             f"rank(s) {bad} traced a different model than rank 0 (the generated "
             f"{graph.model_name}.py differs)",
             hint="every rank must build the same model class with the same example input")
-    holder = {}
+    holder: dict[str, type] = {}
 
-    def write():
+    def write() -> str:
         output_dir.mkdir(parents=True, exist_ok=True)
         holder["cls"], path = write_and_import(graph, output_dir)
         return str(path)
@@ -101,7 +112,7 @@ def import_generated(w, graph, output_dir: Path):
 
 
 # --------------------------------------------------------------------------- sessions
-def _agreement(session) -> dict:
+def _agreement(session: SyncedSession) -> dict[str, str]:
     specs = [(q.key, repr(q.spec), q.role.value, q.axis) for q in quantizers(session.model).values()]
     cfg = session.config
     return {
@@ -113,7 +124,7 @@ def _agreement(session) -> dict:
     }
 
 
-def _graph_md5(graph) -> str:
+def _graph_md5(graph: Graph) -> str:
     from ..state.quant_info import graph_md5
     return graph_md5(graph)
 
@@ -122,7 +133,7 @@ _WHAT = {"mode": "quant_mode", "graph": "graph structure",
          "weights": "weights after BN folding and CLE", "quantizers": "quantization config"}
 
 
-def attach(session, w):
+def attach(session: SyncedSession, w: EmulatedWorld | ProcessGroupWorld) -> CalibrationSync:
     if w.emulated:
         return EmulatedSession(session, w)
     w.sessions += 1
@@ -144,7 +155,9 @@ def attach(session, w):
 class GroupSession(CalibrationSync):
     """``session.dist`` over a process group."""
 
-    def __init__(self, session, world, channel: str):
+    world: ProcessGroupWorld
+
+    def __init__(self, session: SyncedSession, world: ProcessGroupWorld, channel: str) -> None:
         self.channel = channel
         super().__init__(session, world)
 
@@ -165,7 +178,7 @@ class GroupSession(CalibrationSync):
             self.apply([m[1] for m in msgs if m[0] == "step"])
 
     # ----------------------------------------------------------------- files
-    def write_once(self, fn, what: str, agree=None):
+    def write_once(self, fn: Callable[[], T], what: str, agree: object = None) -> T:
         """Rank 0 runs ``fn`` (a write) once every rank holds the same ``agree``; all return
         its result."""
         if agree is not None:
@@ -180,13 +193,14 @@ class GroupSession(CalibrationSync):
                          "they did")
         return self.world.run_on_writer(fn, what, channel=self.channel + "/write")
 
-    def deploy(self, fn, what: str, reload=None):
+    def deploy(self, fn: Callable[[], T], what: str,
+               reload: Callable[[], T] | None = None) -> T | str | Path | None:
         """An export: rank 0 runs ``fn`` (which writes a file) while the others wait; rank 0
         gets ``fn``'s result, the others ``reload()`` (e.g. loading the written file) or, without
         ``reload``, rank 0's result when it is a path."""
-        holder = {}
+        holder: dict[str, T] = {}
 
-        def run():
+        def run() -> str | Path | None:
             holder["result"] = fn()
             r = holder["result"]
             return r if isinstance(r, (str, Path)) or r is None else None
@@ -202,14 +216,14 @@ class GroupSession(CalibrationSync):
                                      channel=self.channel + "/finetune")
         return [[k] if k < n_local else [] for k in range(max(counts))]
 
-    def all_batches(self, values: list) -> list:
+    def all_batches(self, values: list[T]) -> list[T]:
         """Every rank's per-batch values, step-major: batch 0 of ranks 0..N-1, then batch 1."""
         lists = self.world.exchange(list(values), "fast finetune: gathering losses",
                                     channel=self.channel + "/finetune")
         longest = max(len(v) for v in lists)
         return [v[k] for k in range(longest) for v in lists if k < len(v)]
 
-    def average_gradients(self, params: list, count: int) -> None:
+    def average_gradients(self, params: list[torch.Tensor], count: int) -> None:
         """Replace each ``p.grad`` by the mean over the ranks that had a batch in this step,
         summed in rank order."""
         dtype = params[0].dtype
@@ -222,7 +236,8 @@ class GroupSession(CalibrationSync):
                           else torch.zeros(p.numel(), dtype=dtype, device=dev) for p in params]
                          + [torch.tensor([float(count)], dtype=dtype, device=dev)])
         parts = self.world.all_gather_tensor(flat, "fast finetune: averaging gradients")
-        total, present = None, 0
+        total: torch.Tensor | None = None
+        present = 0
         for part in parts:
             n = int(part[-1].item())
             if n:
@@ -244,8 +259,10 @@ class EmulatedSession(CalibrationSync):
 
     channel = "emulated"
 
-    def __init__(self, session, world):
-        self.stash: list = []
+    world: EmulatedWorld
+
+    def __init__(self, session: SyncedSession, world: EmulatedWorld) -> None:
+        self.stash: list[dict] = []
         super().__init__(session, world)
 
     def end_forward(self) -> None:
@@ -262,20 +279,21 @@ class EmulatedSession(CalibrationSync):
         self._flush()
         return self.session.forwards
 
-    def write_once(self, fn, what: str, agree=None):
+    def write_once(self, fn: Callable[[], T], what: str, agree: object = None) -> T:
         return fn()
 
-    def deploy(self, fn, what: str, reload=None):
+    def deploy(self, fn: Callable[[], T], what: str,
+               reload: Callable[[], T] | None = None) -> T | str | Path | None:
         return fn()
 
     def steps(self, n_local: int) -> list[list[int]]:
         n = self.world.size
         return [list(range(i, min(i + n, n_local))) for i in range(0, n_local, n)]
 
-    def all_batches(self, values: list) -> list:
+    def all_batches(self, values: list[T]) -> list[T]:
         return list(values)
 
-    def average_gradients(self, params: list, count: int) -> None:
+    def average_gradients(self, params: list[torch.Tensor], count: int) -> None:
         if count > 1:
             for p in params:
                 if p.grad is not None:

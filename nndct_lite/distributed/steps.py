@@ -20,9 +20,14 @@ the updates of the step's batches at its end, one after the other in rank order.
 from __future__ import annotations
 
 import copy
+from typing import Any, Iterable
 
+import torch
+
+from ..calib.base import Observer
 from ..calib.bias_correction import BiasCorrector
 from ..calib import Role
+from ..numerics.params import QuantParams
 
 __all__ = ["StepObserver", "StepBiasCorrector"]
 
@@ -30,7 +35,7 @@ __all__ = ["StepObserver", "StepBiasCorrector"]
 class StepObserver:
     """Wraps the FakeQuantizer's observer; ``observe``/``compute`` as the observer protocol."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: Observer) -> None:
         self._template = copy.deepcopy(inner)
         self._clear(self._template)
         self.base = self.new()
@@ -38,20 +43,20 @@ class StepObserver:
         self.pending = copy.deepcopy(inner)   # anything observed before wrapping counts as ours
 
     @staticmethod
-    def _clear(o) -> None:
+    def _clear(o: Observer) -> None:
         o.reset()
         o.batches = 0
         o.nonfinite_batches = 0
         o.channels = None
 
-    def new(self):
+    def new(self) -> Observer:
         """A fresh observer of the same configuration."""
         o = copy.copy(self._template)
         self._clear(o)
         return o
 
     # ----------------------------------------------------------------- observer protocol
-    def observe(self, x) -> None:
+    def observe(self, x: torch.Tensor) -> None:
         if self.view.role is Role.PARAM and self.view.batches:
             return  # parameters are calibrated on their first batch only
         b = self.new()
@@ -60,14 +65,14 @@ class StepObserver:
             self.view.merge(b)
             self.pending.merge(b)
 
-    def compute(self):
+    def compute(self) -> QuantParams:
         return self.view.compute()
 
     @property
     def nonfinite_batches(self) -> int:
         return self.view.nonfinite_batches
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("base", "view", "pending"):
             raise AttributeError(name)
         return getattr(self.view, name)
@@ -77,19 +82,23 @@ class StepObserver:
     def has_pending(self) -> bool:
         return bool(self.pending.batches or self.pending.nonfinite_batches)
 
-    def take(self):
+    def take(self) -> Observer:
         """This rank's contribution to the current step; the view falls back to ``base``."""
         p = self.pending
         self.pending = self.new()
         self.view = copy.deepcopy(self.base)
         return p
 
-    def end_step(self, parts) -> None:
+    def end_step(self, parts: Iterable[Observer]) -> None:
         """Fold the step's contributions (rank order) into ``base``."""
         for p in parts:
             self.base.merge(p)
         self.view = copy.deepcopy(self.base)
         self.pending = self.new()
+
+
+#: one batch's ``(noise, signal, per-channel mean error)`` (``BiasCorrector.measure``)
+Measurement = tuple[float, float, torch.Tensor | None]
 
 
 class StepBiasCorrector(BiasCorrector):
@@ -100,9 +109,9 @@ class StepBiasCorrector(BiasCorrector):
     each measurement of the step in rank order. One measurement per step is exactly
     ``BiasCorrector.step`` (same operations, same order)."""
 
-    def __init__(self, rate: float = 0.05):
+    def __init__(self, rate: float = 0.05) -> None:
         super().__init__(rate)
-        self.pending = None
+        self.pending: Measurement | None = None
 
     @classmethod
     def replacing(cls, bc: BiasCorrector) -> "StepBiasCorrector":
@@ -111,16 +120,17 @@ class StepBiasCorrector(BiasCorrector):
         new.pending = None
         return new
 
-    def step(self, out_q, out_f, dims, *, reuse_out_f: bool = False) -> None:
+    def step(self, out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int], *,
+             reuse_out_f: bool = False) -> None:
         if self.stopped or self.bias is None:
             return
         self.pending = self.measure(out_q, out_f, dims, reuse_out_f)
 
-    def take(self):
+    def take(self) -> Measurement | None:
         m, self.pending = self.pending, None
         return m
 
-    def apply(self, measurements) -> None:
+    def apply(self, measurements: Iterable[Measurement]) -> None:
         """The updates of one step's batches, in rank order (a stop skips the rest)."""
         for noise, signal, mean_err in measurements:
             if self.stopped:

@@ -209,6 +209,9 @@ def _as_vector(value, n: int | None) -> np.ndarray:
 def _plan(q: FakeQuantizer, opset: int) -> _Point:
     """The ONNX encoding of one calibrated quantizer; ExportError if it has none."""
     p, spec = q.params, q.spec
+    if p is None or not p.is_set:   # _calibrated() passes only calibrated quantizers
+        raise ExportError(f"{q.key} was never calibrated: it has no scale to export",
+                          where=f"quantizer {q.key}", hint="calibrate before exporting")
     r = spec.int_range
     per_channel = p.axis is not None and (
         isinstance(p.fix_pos, tuple) or isinstance(p.scale, tuple)
@@ -227,16 +230,21 @@ def _plan(q: FakeQuantizer, opset: int) -> _Point:
         scale = np.asarray(np.ldexp(np.float32(1.0), -fps), dtype=np.float32)
         zp = np.zeros(scale.shape, dtype=np.int64)
     else:
-        n = len(p.scale) if isinstance(p.scale, tuple) else (
+        ps = p.scale
+        if ps is None:   # is_set without a fix position: a float scale
+            raise ExportError(f"{q.key} has neither a fix position nor a scale",
+                              where=f"quantizer {q.key}",
+                              hint="re-run calibration with this version of nndct_lite")
+        n = len(ps) if isinstance(ps, tuple) else (
             len(p.zero_point) if isinstance(p.zero_point, tuple) else None)
         # the same float32 factors the test-mode model uses: x * inv, then q * back
         if n is None:
-            _, back = _inv_scale(p.scale, torch.empty(0), None)
+            _, back = _inv_scale(ps, torch.empty(0), None)
             scale = np.asarray(back, dtype=np.float32)
         else:
-            s = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
-            _, back = _inv_scale(s, torch.empty(0), 0)
-            scale = back.cpu().numpy().astype(np.float32).reshape(-1)
+            s = ps if isinstance(ps, tuple) else (ps,) * n
+            _, back_t = _inv_scale(s, torch.empty(0), 0)
+            scale = back_t.cpu().numpy().astype(np.float32).reshape(-1)
         zp = np.rint(_as_vector(p.zero_point, n)).astype(np.int64)
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise ExportError(f"scale of {q.key} is not a positive finite float32 ({p.scale})",
@@ -349,12 +357,13 @@ def _names(result: QuantResult, n_inputs: int, n_outputs: int) -> tuple[list[str
 
 
 def _export_error_in(exc: BaseException) -> ExportError | None:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ExportError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ExportError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
     return None
 
 
@@ -401,7 +410,9 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
                 warnings.filterwarnings("ignore", message=r".*opset version \d+ is not supported")
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
                                         module=r"nndct_lite\.")
-                torch.onnx.export(model, example, buf, dynamo=False, opset_version=opset,
+                # torch's stubs type f as a path; the TorchScript exporter takes a file object
+                torch.onnx.export(model, example, buf,  # type: ignore[arg-type]
+                                  dynamo=False, opset_version=opset,
                                   do_constant_folding=False, export_params=True,
                                   input_names=in_names, output_names=out_names,
                                   dynamic_axes=axes, training=torch.onnx.TrainingMode.EVAL)

@@ -145,7 +145,9 @@ def reproducible_archive(data: bytes) -> bytes:
 
 
 def _python_ops(graph: torch._C.Graph) -> list[str]:
-    return sorted({n.pyname() for n in graph.nodes() if n.kind() == "prim::PythonOp"})
+    # torch's stubs omit Node.pyname, which the prim::PythonOp nodes have
+    return sorted({n.pyname() for n in graph.nodes()  # type: ignore[attr-defined]
+                   if n.kind() == "prim::PythonOp"})
 
 
 def export_torch_script(result: QuantResult, output_dir: str | Path = "quantize_result",

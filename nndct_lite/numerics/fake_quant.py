@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Sequence, Union, overload
 
 import numpy as np
 import torch
@@ -112,11 +113,30 @@ def fake_quantize_pof2_(x: torch.Tensor, fp: int, qmin: int, qmax: int,
     return x.clamp_(qmin, qmax).mul_(math.ldexp(1.0, -int(fp)))
 
 
-def _inv_scale(scale, like: torch.Tensor, axis: int | None):
+Scale = Union[float, Sequence[float], torch.Tensor]
+
+
+@overload
+def _inv_scale(scale: Scale, like: torch.Tensor, axis: None) -> tuple[float, float]: ...
+
+
+@overload
+def _inv_scale(scale: Scale, like: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def _inv_scale(scale: Scale, like: torch.Tensor,
+               axis: int | None) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def _inv_scale(scale: Scale, like: torch.Tensor,
+               axis: int | None) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
     """``1/scale`` computed in double, used in the compute dtype, and ``1/(1/scale)`` in that
     dtype (numerics.md 1.4, 3.1). A scale <= the smallest normal double becomes 2^-18."""
     work = _widen(like).dtype
     if axis is None:
+        if isinstance(scale, Sequence):
+            raise TypeError(f"a per-tensor scale is one number, got {scale!r}")
         s = float(scale)
         if s <= _MIN_NORMAL or (work != torch.float64 and s < _MIN_F32_SCALE):
             s = _TINY_SCALE
@@ -125,11 +145,12 @@ def _inv_scale(scale, like: torch.Tensor, axis: int | None):
             return inv, 1.0 / inv
         inv32 = np.float32(1.0 / s)
         return float(inv32), float(np.float32(1.0) / inv32)
-    s = torch.as_tensor(scale, dtype=torch.float64, device=like.device)
+    st = torch.as_tensor(scale, dtype=torch.float64, device=like.device)
     tiny = _MIN_NORMAL if work == torch.float64 else _MIN_F32_SCALE
-    s = torch.where(s <= tiny, torch.full_like(s, _TINY_SCALE), s)
-    inv = (1.0 / s).to(work)
-    return channel_view(inv, like.dim(), axis), channel_view(torch.reciprocal(inv), like.dim(), axis)
+    st = torch.where(st <= tiny, torch.full_like(st, _TINY_SCALE), st)
+    inv_t = (1.0 / st).to(work)
+    return (channel_view(inv_t, like.dim(), axis),
+            channel_view(torch.reciprocal(inv_t), like.dim(), axis))
 
 
 def _zp(zero_point, like: torch.Tensor, axis: int | None):

@@ -24,7 +24,7 @@ class IntRange:
     qmin: int
     qmax: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.qmin >= self.qmax:
             raise ValueError(f"empty integer range [{self.qmin}, {self.qmax}]")
 

@@ -268,7 +268,8 @@ def diffs_errors(x: torch.Tensor, fps: list[int], qmin: int, qmax: int,
     return list(out)
 
 
-def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor, dims: list[int]):
+def bc_stats(out_q: torch.Tensor, out_f: torch.Tensor,
+             dims: list[int]) -> tuple[float, float, torch.Tensor] | None:
     """``(mean(out_f^2), mean((out_q - out_f)^2), per-channel mean of out_q - out_f)`` in one
     pass, the channel being the one dimension not in ``dims``; None when the kernels, the
     tensors or ``dims`` do not fit (then the caller takes the torch path)."""

@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..calib import Role, make_observer
-from ..config.spec import QuantSpec
+from ..calib import ObserverLike, Role, Scratch, make_observer
+from ..config.spec import QuantSpec, TargetDevice
 from ..numerics.fake_quant import (fake_quantize_affine, fake_quantize_pof2,
                                    fake_quantize_pof2_, ste)
 from ..state.modes import QuantMode
 from .params import QuantParams
 
-__all__ = ["FakeQuantizer", "apply_params"]
+__all__ = ["FakeQuantizer", "apply_params", "quantizer_of"]
 
 
 def apply_params(x: torch.Tensor, params: QuantParams | None, spec: QuantSpec) -> torch.Tensor:
@@ -36,7 +36,7 @@ class FakeQuantizer(nn.Module):
     """Quantization point ``key`` (a node name, or a parameter name)."""
 
     def __init__(self, key: str, spec: QuantSpec, role: Role, axis: int | None = None,
-                 target=None):
+                 target: TargetDevice | None = None):
         super().__init__()
         self.key = key
         self.target = target
@@ -45,7 +45,7 @@ class FakeQuantizer(nn.Module):
         self.axis = axis
         self.mode = QuantMode.FLOAT
         self.params: QuantParams | None = None
-        self.observer = None
+        self.observer: ObserverLike | None = None
         self.keep_params = False  # after fast finetune: calibration re-uses the fix positions
         self.nonfinite_batches = 0
         # test-mode fast path, set by the builder: the input tensor is owned (fresh, single
@@ -53,19 +53,23 @@ class FakeQuantizer(nn.Module):
         # quantizer was skipped, so clamp the codes at 0 (clamp(R(y), 0, qmax) == Q(relu(y)))
         self.inplace = False
         self.relu_fused = False
-        self.scratch = None   # the model's shared observer work buffer (calib.base.Scratch)
+        self.scratch: Scratch | None = None   # the model's shared observer work buffer
 
     def set_mode(self, mode: QuantMode) -> None:
         self.mode = mode
         if mode is QuantMode.CALIB and self.observer is None and not self.keep_params:
-            self.observer = make_observer(self.spec, role=self.role, axis=self.axis,
-                                          target=self.target, name=self.key)
-            self.observer.scratch = self.scratch
+            obs = make_observer(self.spec, role=self.role, axis=self.axis,
+                                target=self.target, name=self.key)
+            obs.scratch = self.scratch
+            self.observer = obs
 
     def observe(self, x: torch.Tensor) -> None:
         if self.keep_params:
             return
         obs = self.observer
+        if obs is None:
+            raise RuntimeError(f"quantizer {self.key} observes without an observer: it was not "
+                               "put in calib mode")
         obs.observe(x.detach())
         self.nonfinite_batches = getattr(obs, "nonfinite_batches", 0)
         if self.role is Role.PARAM and self.params is not None and self.params.is_set:
@@ -93,3 +97,14 @@ class FakeQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.key!r}, mode={self.mode.value}, params={self.params}"
+
+
+def quantizer_of(mod: nn.Module, attr: str) -> FakeQuantizer | None:
+    """The quantizer ``mod`` holds as ``attr`` (``weight_q``, ``bias_q``, ``out_q``), if any."""
+    q = mod._modules.get(attr)
+    if q is None:
+        return None
+    if not isinstance(q, FakeQuantizer):
+        raise TypeError(f"{attr} of {type(mod).__name__} is a {type(q).__name__}, "
+                        "not a FakeQuantizer")
+    return q

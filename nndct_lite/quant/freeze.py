@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -13,7 +14,7 @@ from ..graph.ir import Graph
 from ..result import NodeResult, QuantResult
 from ..state.modes import QuantMode
 from .build import layer_of, set_mode
-from .fake_quantizer import FakeQuantizer
+from .fake_quantizer import FakeQuantizer, quantizer_of
 from .modules import QuantOp
 from ..numerics.params import QuantParams
 
@@ -50,10 +51,12 @@ def deploy_copy(model: nn.Module) -> nn.Module:
         m._forward_hooks.clear()
         if isinstance(m, QuantOp):
             m.__dict__.pop("_wcache", None)
-            if "relu_fused" in m.__dict__:
-                m.relu_fused = False
+            op: QuantOp = m
+            if "relu_fused" in op.__dict__:
+                op.relu_fused = False
             if isinstance(getattr(m, "inplace", None), bool) and not isinstance(m, nn.ReLU):
-                m.inplace = False
+                # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value works
+                m.inplace = False  # type: ignore[assignment]
         if isinstance(m, FakeQuantizer):
             m.relu_fused = False
             m.inplace = False
@@ -62,6 +65,15 @@ def deploy_copy(model: nn.Module) -> nn.Module:
     for p in dup.parameters():
         p.requires_grad_(False)
     return dup
+
+
+@runtime_checkable
+class _ParamLayer(Protocol):
+    """A conv/linear layer of the quantized model: its deployed (quantized) weight and bias."""
+
+    def _qweight(self) -> torch.Tensor | None: ...
+
+    def _qbias(self) -> torch.Tensor | None: ...
 
 
 def _params(q: FakeQuantizer | None) -> QuantParams | None:
@@ -79,15 +91,15 @@ def freeze(graph: Graph, config: QuantConfig, plan: QuantPlan, model: nn.Module,
     with torch.no_grad():
         for node in graph.nodes:
             mod = layer_of(dup, node)
-            out_q = mod._modules.get("out_q")
-            wq = mod._modules.get("weight_q")
-            bq = mod._modules.get("bias_q")
+            out_q = quantizer_of(mod, "out_q")
+            wq = quantizer_of(mod, "weight_q")
+            bq = quantizer_of(mod, "bias_q")
             for q in (out_q, wq, bq):
-                if isinstance(q, FakeQuantizer):
+                if q is not None:
                     params[q.key] = q.params if q.params is not None else \
                         QuantParams(q.spec.bit_width)
             weight = bias = None
-            if hasattr(mod, "_qweight"):
+            if isinstance(mod, _ParamLayer):
                 w = mod._qweight()
                 b = mod._qbias()
                 weight = None if w is None else w.detach().clone()

@@ -30,8 +30,9 @@ _MISSING = object()
 def _snapshot_fields(model: nn.Module, params: bool) -> list[tuple[nn.Module, str, object]]:
     """(module, attribute, value) for every field a mode switch (``params=False``) or an
     algorithm (``params=True``: observers are deep-copied, they accumulate in place) changes."""
-    saved = []
+    saved: list[tuple[nn.Module, str, object]] = []
     for m in model.modules():
+        names: tuple[str, ...]
         if isinstance(m, FakeQuantizer):
             names = _QUANTIZER_FIELDS if params else ("mode", "observer")
         elif isinstance(m, QuantOp):

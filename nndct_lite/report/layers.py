@@ -14,7 +14,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,17 +22,45 @@ import torch.nn as nn
 from .._log import get_logger
 from ..calib.base import dense_flat
 from ..errors import InputError
+from ..graph.ir import Graph, Node
 from ..quant.build import layer_of, quantizers, set_mode
-from ..quant.fake_quantizer import FakeQuantizer, apply_params
+from ..quant.fake_quantizer import FakeQuantizer, apply_params, quantizer_of
+from ..quant.placement import Placement
 from ..numerics.params import QuantParams
 from ..state.modes import QuantMode
 
-__all__ = ["LayerRow", "TensorQuant", "layer_report", "log_report", "format_table",
+__all__ = ["LayerRow", "TensorQuant", "ReportSession", "layer_report", "log_report", "format_table",
            "render_markdown", "worst_rows", "short_name", "sqnr_db", "WORST_N"]
 
 log = get_logger("report")
 
 WORST_N = 5
+
+
+class ReportSession(Protocol):
+    """What the report reads of a ``QuantSession`` (the session sits above the report). It
+    restores ``forwards``, which its own forwards count up; an optional ``report_batches`` list
+    (the batches kept for the report) is cut back to its length before the report."""
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def placement(self) -> Placement: ...
+
+    @property
+    def mode(self) -> QuantMode: ...
+
+    @property
+    def output_dir(self) -> Path: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    forwards: int
 
 
 # ------------------------------------------------------------------------------- data types
@@ -241,7 +269,7 @@ def sqnr_db(signal: float, noise: float, values: int = 1) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def _as_args(batch, n_inputs: int, device: torch.device) -> tuple:
+def _as_args(batch: object, n_inputs: int, device: torch.device) -> tuple:
     if isinstance(batch, torch.Tensor):
         args = (batch,)
     elif isinstance(batch, (tuple, list)):
@@ -254,7 +282,7 @@ def _as_args(batch, n_inputs: int, device: torch.device) -> tuple:
 
 
 @contextmanager
-def _final_numerics(session) -> Iterator[None]:
+def _final_numerics(session: ReportSession) -> Iterator[None]:
     """Install the final parameters (TEST numerics) for the duration, then restore everything.
 
     A test-mode session already holds them. In calib mode they are the ones
@@ -263,7 +291,7 @@ def _final_numerics(session) -> Iterator[None]:
     model: nn.Module = session.model
     qs = quantizers(model)
     saved_params = {k: q.params for k, q in qs.items()}
-    saved_bc: list[tuple[nn.Module, object, bool]] = []
+    saved_bc: list[tuple[nn.Module, torch.Tensor | None, bool]] = []
     if session.mode is QuantMode.CALIB:
         final = _exported_params(session, qs)
         for key, q in qs.items():
@@ -285,12 +313,13 @@ def _final_numerics(session) -> Iterator[None]:
             q.params = saved_params[key]
         for mod, old, had in saved_bc:
             if had:
-                mod.bias_correction = old
+                mod.__dict__["bias_correction"] = old
             else:
-                del mod.bias_correction
+                del mod.__dict__["bias_correction"]
 
 
-def _exported_params(session, qs: dict[str, FakeQuantizer]) -> dict[str, QuantParams]:
+def _exported_params(session: ReportSession,
+                     qs: dict[str, FakeQuantizer]) -> dict[str, QuantParams | None]:
     """The parameters of ``quant_info.json`` in ``session.output_dir`` when it belongs to this
     graph and covers every quantizer; else {} (use the running parameters)."""
     from ..state.quant_info import graph_md5, read_quant_info
@@ -305,7 +334,7 @@ def _exported_params(session, qs: dict[str, FakeQuantizer]) -> dict[str, QuantPa
         return {}
     if info.graph_md5 and info.graph_md5 != graph_md5(session.graph):
         return {}
-    out: dict[str, QuantParams] = {}
+    out: dict[str, QuantParams | None] = {}
     for key, q in qs.items():
         entry = info.param.get(key) or info.output.get(key)
         if entry is None or entry.bit_width != q.spec.bit_width:
@@ -333,7 +362,14 @@ def _eval_no_grad(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def layer_report(session, batches: Iterable) -> list[LayerRow]:
+def _out_q(model: nn.Module, node: Node) -> FakeQuantizer:
+    q = quantizer_of(layer_of(model, node), "out_q")
+    if q is None:
+        raise ValueError(f"{node.name} carries no output quantizer")
+    return q
+
+
+def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRow]:
     """Compare the quantized and the float model node by node on ``batches``.
 
     ``session``: a calib- or test-mode ``QuantSession`` (``torch_quantizer(...)._session``);
@@ -349,11 +385,11 @@ def layer_report(session, batches: Iterable) -> list[LayerRow]:
     n_inputs = len(graph.inputs)
     out_acc = {n: _Acc() for n in carriers}
     q_acc = {n: _Acc() for n in carriers}
-    float_out: dict = {}
+    float_out: dict[Node, torch.Tensor] = {}
     phase = {"quant": False}
 
-    def out_hook(node):
-        def hook(_mod, _inp, out):
+    def out_hook(node: Node) -> Callable[[nn.Module, tuple, object], None]:
+        def hook(_mod: nn.Module, _inp: tuple, out: object) -> None:
             if not isinstance(out, torch.Tensor):
                 return
             if phase["quant"]:
@@ -364,8 +400,8 @@ def layer_report(session, batches: Iterable) -> list[LayerRow]:
                 float_out[node] = out.detach().clone()
         return hook
 
-    def quantizer_hook(node):
-        def hook(_mod, inp, out):
+    def quantizer_hook(node: Node) -> Callable[[nn.Module, tuple, object], None]:
+        def hook(_mod: nn.Module, inp: tuple, out: object) -> None:
             if phase["quant"] and inp and isinstance(inp[0], torch.Tensor) \
                     and isinstance(out, torch.Tensor):
                 q_acc[node].add(inp[0], out)
@@ -374,12 +410,13 @@ def layer_report(session, batches: Iterable) -> list[LayerRow]:
     handles = []
     forwards = session.forwards
     kept = getattr(session, "report_batches", None)
-    kept_len = len(kept) if isinstance(kept, list) else None
+    kept_list: list[Any] | None = kept if isinstance(kept, list) else None
+    kept_len = len(kept_list) if kept_list is not None else 0
     try:
         for node in carriers:
             mod = layer_of(model, node)
             handles.append(mod.register_forward_hook(out_hook(node)))
-            handles.append(mod.out_q.register_forward_hook(quantizer_hook(node)))
+            handles.append(_out_q(model, node).register_forward_hook(quantizer_hook(node)))
         with _eval_no_grad(model), _final_numerics(session):
             for batch in batches:
                 args = _as_args(batch, n_inputs, session.device)
@@ -398,25 +435,28 @@ def layer_report(session, batches: Iterable) -> list[LayerRow]:
         float_out.clear()
         set_mode(model, session.mode)
         session.forwards = forwards
-        if kept_len is not None:
-            del kept[kept_len:]
+        if kept_list is not None:
+            del kept_list[kept_len:]
     return rows
 
 
-def _weight_sqnr(session) -> dict:
-    out = {}
+def _weight_sqnr(session: ReportSession) -> dict[Node, float]:
+    out: dict[Node, float] = {}
     for node in session.graph.nodes:
         mod = layer_of(session.model, node)
-        wq = mod._modules.get("weight_q")
-        if wq is None or not isinstance(getattr(mod, "weight", None), torch.Tensor):
+        wq = quantizer_of(mod, "weight_q")
+        weight = getattr(mod, "weight", None)
+        if wq is None or not isinstance(weight, torch.Tensor):
             continue
         acc = _Acc()
-        acc.add(mod.weight, apply_params(mod.weight, wq.params, wq.spec))
+        acc.add(weight, apply_params(weight, wq.params, wq.spec))
         out[node] = acc.db
     return out
 
 
-def _rows(session, carriers, out_acc, q_acc, weight_db, n_batches) -> list[LayerRow]:
+def _rows(session: ReportSession, carriers: list[Node], out_acc: dict[Node, _Acc],
+          q_acc: dict[Node, _Acc], weight_db: dict[Node, float],
+          n_batches: int) -> list[LayerRow]:
     from ..graph.ops import MEMORY_ONLY, OpKind
     from ..graph.layer_type import layer_type_of
     model, placement = session.model, session.placement
@@ -434,19 +474,19 @@ def _rows(session, carriers, out_acc, q_acc, weight_db, n_batches) -> list[Layer
                 if not p.is_tensor:
                     continue
                 src = placement.source_quantizer(p)
-                q = layer_of(model, src)._modules.get("out_q") if src is not None else None
+                q = quantizer_of(layer_of(model, src), "out_q") if src is not None else None
                 ins.append(TensorQuant.of(q) if q is not None else None)
                 if src is not None and src in db and not math.isnan(db[src]):
                     in_db.append(db[src])
         hmod = layer_of(model, head)
-        wq, bq = hmod._modules.get("weight_q"), hmod._modules.get("bias_q")
+        wq, bq = quantizer_of(hmod, "weight_q"), quantizer_of(hmod, "bias_q")
         types = [layer_type_of(m) for m in layer if m.kind not in MEMORY_ONLY or m is node]
         rows.append(LayerRow(
             index=node.index, name=node.name, normalized=node.normalized,
             type="+".join(types) or layer_type_of(node), kind=head.kind.value,
             inputs=tuple(ins), weights=TensorQuant.of(wq) if wq is not None else None,
             bias=TensorQuant.of(bq) if bq is not None else None,
-            output=TensorQuant.of(layer_of(model, node).out_q), sqnr_db=db[node],
+            output=TensorQuant.of(_out_q(model, node)), sqnr_db=db[node],
             input_sqnr_db=min(in_db) if in_db else None, quantizer_sqnr_db=q_acc[node].db,
             weight_sqnr_db=weight_db.get(head), values=out_acc[node].values,
             batches=n_batches, layer=head.name, layer_index=head.index))

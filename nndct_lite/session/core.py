@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ from ..graph.ops import CONV_LIKE
 from ..numerics.params import QuantParams
 from ..quant.adjust import adjust_fix_positions
 from ..quant.build import layer_of, quantizers
+from ..quant.fake_quantizer import quantizer_of
 from ..quant.freeze import freeze
 from ..quant.placement import Placement
 from ..result import QuantResult
@@ -33,7 +34,7 @@ from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
 from .loading import TestModeLoading
 
 if TYPE_CHECKING:
-    from ..distributed.session import CalibrationSync
+    from ..distributed.calibration import CalibrationSync
 
 __all__ = ["QuantSession"]
 
@@ -50,13 +51,13 @@ class QuantSession(TestModeLoading):
     mode: QuantMode
     output_dir: Path
     device: torch.device
-    example: tuple
+    example: tuple[Any, ...]
     source_path: Path
     forwards: int = 0
     fast_finetuned: bool = False
-    warned_nonfinite: set = field(default_factory=set)
+    warned_nonfinite: set[str] = field(default_factory=set)
     dist: CalibrationSync | None = None   # distributed.attach(): the other ranks (None: one process)
-    report_batches: list = field(default_factory=list)   # kept for report.md (calib mode)
+    report_batches: list[tuple[Any, ...]] = field(default_factory=list)   # kept for report.md (calib mode)
     report_chart: bool = False   # draw report_chart.png too (NNDCT_LITE_REPORT_CHART)
 
     # ------------------------------------------------------------ parameters
@@ -68,10 +69,10 @@ class QuantSession(TestModeLoading):
         for node in self.graph.nodes:
             mod = layer_of(self.model, node)
             for attr in ("weight_q", "bias_q"):
-                q = mod._modules.get(attr)
+                q = quantizer_of(mod, attr)
                 if q is not None:
                     params[q.key] = q.params or QuantParams(q.spec.bit_width)
-            q = mod._modules.get("out_q")
+            q = quantizer_of(mod, "out_q")
             if q is not None:
                 outputs[q.key] = q.params or QuantParams(q.spec.bit_width)
         assert len(params) + len(outputs) == len(qs)

@@ -115,16 +115,20 @@ class TestModeLoading:
                     "the current model", where=f"{path}, node {node.name}",
                     code="QUANTIZER_TORCH_BIAS_CORRECTION",
                     hint="calibrate and test with the same model and include_bias_corr setting")
+            bias = mod.bias
             if corr is not None:
+                if not isinstance(bias, torch.Tensor):   # a layer with a bias quantizer has one
+                    raise QuantInfoError(f"{node.name} has a bias quantizer but no bias tensor",
+                                         where=f"{path}, node {node.name}")
                 try:
-                    t = torch.as_tensor(corr, dtype=mod.bias.dtype, device=mod.bias.device)
+                    t = torch.as_tensor(corr, dtype=bias.dtype, device=bias.device)
                 except (TypeError, ValueError, RuntimeError) as exc:
                     raise QuantInfoError(f"bias correction of {node.name} is not a list of "
                                          f"numbers ({exc})", where=f"{path}, node {node.name}",
                                          hint="re-run calibration to rewrite it") from exc
-                if t.shape != mod.bias.shape:
+                if t.shape != bias.shape:
                     raise QuantInfoError(f"bias correction of {node.name} has {t.numel()} "
-                                         f"values, the layer has {mod.bias.numel()} channels",
+                                         f"values, the layer has {bias.numel()} channels",
                                          where=f"{path}, node {node.name}",
                                          hint="calibrate and test with the same model")
                 mod.bias_correction = t

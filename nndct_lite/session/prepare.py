@@ -6,7 +6,9 @@ belongs to this graph."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -15,8 +17,8 @@ from .. import distributed
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
-from ..config.resolve import NodeInfo
-from ..config.spec import QuantSpec, TargetDevice, TensorKind
+from ..config.resolve import NodeInfo, QuantPlan
+from ..config.spec import QuantConfig, QuantSpec, TargetDevice, TensorKind
 from ..graph.capture import capture
 from ..graph.ir import Graph, Node
 from ..graph.layer_type import layer_type_of
@@ -36,8 +38,8 @@ __all__ = ["prepare"]
 log = get_logger("quant")
 
 
-def _float_nodes(graph: Graph, config) -> frozenset:
-    nodes = set()
+def _float_nodes(graph: Graph, config: QuantConfig) -> frozenset[Node]:
+    nodes: set[Node] = set()
     compute = [n for n in graph.nodes if n.kind in CONV_LIKE]
     if getattr(config, "keep_first_last_layer_accuracy", False) and compute:
         nodes.update({compute[0], compute[-1]})
@@ -74,15 +76,16 @@ def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
     out = []
     for node in graph.nodes:
         mod = layer_of(model, node)
-        if getattr(mod, "post", None) is not None:
-            out.append(f"{node.name}: output x {float(mod.post(torch.ones(1))):.10g}")
+        post = getattr(mod, "post", None)
+        if post is not None:
+            out.append(f"{node.name}: output x {float(post(torch.ones(1))):.10g}")
         elif getattr(mod, "replace", None) is not None or node.kind is OpKind.LEAKY_RELU:
             out.append(f"{node.name}: {node.kind.value} replaced by its DPU form")
     return out
 
 
-def _write_resolved(output_dir: Path, config, plan, rewrites: dict,
-                    target: str | None) -> None:
+def _write_resolved(output_dir: Path, config: QuantConfig, plan: QuantPlan,
+                    rewrites: dict[str, list[Any]], target: str | None) -> None:
     data = explain(config, plan)
     data["graph_rewrites"] = rewrites
     data["dpu_target"] = target   # recorded only: the DPU rules are the same for every DPU
@@ -90,12 +93,13 @@ def _write_resolved(output_dir: Path, config, plan, rewrites: dict,
                       json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: Path,
-            config_file, bitwidth, device: torch.device,
+def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, output_dir: Path,
+            config_file: str | os.PathLike[str] | None, bitwidth: int | None,
+            device: torch.device,
             target: str | None = None) -> QuantSession:
     config = load_config(config_file, bitwidth=bitwidth)
     graph, _ = capture(module, example)
-    rewrites: dict[str, list] = {}
+    rewrites: dict[str, list[Any]] = {}
     if config.include_cle or config.convert_relu6_to_relu:
         rewrites["relu6_to_relu"] = relu6_to_relu(graph)
     rewrites["batchnorm_folded"] = fold_batchnorm(graph)
@@ -134,7 +138,7 @@ def prepare(module: nn.Module, example: tuple, *, mode: QuantMode, output_dir: P
     keep = report_batch_count() if mode is QuantMode.CALIB else 0
     session.report_chart = keep > 0 and report_chart_wanted()   # a bad value fails here
 
-    def _count(_m, inp):
+    def _count(_m: nn.Module, inp: tuple[Any, ...]) -> None:
         session.forwards += 1
         if len(session.report_batches) < keep:
             session.report_batches.append(report_sample(inp))

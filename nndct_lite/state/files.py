@@ -6,6 +6,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,17 +52,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def torch_bytes(obj) -> bytes:
+def torch_bytes(obj: object) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, torch_bytes(obj))
 
 
-def safe_torch_load(path: str | os.PathLike, what: str):
+def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
     """``torch.load(weights_only=True)``; a corrupted file raises QuantInfoError naming it."""
     from ..errors import QuantInfoError
     path = Path(path)

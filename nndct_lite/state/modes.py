@@ -19,7 +19,7 @@ class QuantMode(enum.Enum):
 _LEGACY_INT = {0: QuantMode.FLOAT, 1: QuantMode.CALIB, 2: QuantMode.TEST}
 
 
-def parse_quant_mode(value) -> QuantMode:
+def parse_quant_mode(value: object) -> QuantMode:
     """``'float' | 'calib' | 'test'`` (any case), a QuantMode, or the legacy ints 0/1/2."""
     if isinstance(value, QuantMode):
         return value

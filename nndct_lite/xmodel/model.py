@@ -158,7 +158,7 @@ class Attr:
     type: AttrType
     value: Any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.type, AttrType):
             raise TypeError(f"Attr.type must be an AttrType, got {self.type!r}")
         kind, c = self.type.element, self.type.container
@@ -182,13 +182,13 @@ class Attr:
                     nv[k] = tuple(_norm_elem(kind, e) for e in x)
         object.__setattr__(self, "value", nv)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         v = self.value
         if isinstance(v, dict):
             v = tuple(sorted(v.items()))
         return hash((self.type, v))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         v = self.value
         if isinstance(v, _bytes) and len(v) > 16:
             v = f"<{len(v)} bytes>"
@@ -386,7 +386,7 @@ class XTensor:
     bit_width: int = 32
     attrs: dict[str, Attr] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.shape = tuple(int(d) for d in self.shape)
         self.data_type = DataType(self.data_type)
         for k, v in list(self.attrs.items()):
@@ -413,7 +413,7 @@ class XOp:
     inputs: dict[str, list[str]] = field(default_factory=dict)
     output: XTensor | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         attrs, self.attrs = dict(self.attrs), {}
         for k, v in attrs.items():
             self.set_attr(k, v)
@@ -452,7 +452,7 @@ class XSubGraph:
     children: list["XSubGraph"] = field(default_factory=list)
     attrs: dict[str, Attr] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for k, v in list(self.attrs.items()):
             self.attrs[k] = Attr.infer(v)
 
@@ -486,8 +486,10 @@ class XGraph:
     root: XSubGraph | None = None
     op_defs: tuple[bytes, ...] = ()
 
-    def __post_init__(self):
-        ops, self.ops, self._index = list(self.ops), [], {}
+    def __post_init__(self) -> None:
+        ops = list(self.ops)
+        self.ops = []
+        self._index: dict[str, int] = {}
         for op in ops:
             self._append(op)
         for k, v in list(self.attrs.items()):

@@ -112,22 +112,58 @@ def test_test_mode_export_quant_config_keeps_the_calibration_record(tmp_path):
     assert q._session.config.include_bias_corr and "bias_corr_sha256" in before.decode()
 
 
-def test_xmodel_refuses_a_float_scale_calibration(tmp_path):
-    """calib for CPU (float scales), then test with the default DPU config: no XModel with no fix
-    op at all; an ExportError that names the config to use, and no file."""
-    from nndct_lite import ExportError
-    cfg = tmp_path / "cpu.json"
-    cfg.write_text('{"target_device": "CPU", "include_cle": false, "include_bias_corr": false, '
-                   '"overall_quantize_config": {"method": "maxmin", "scale_type": "float", '
-                   '"calib_statistic_method": "max"}}')
+def _cfg(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+CPU = ('{"target_device": "CPU", "include_cle": false, "include_bias_corr": false, '
+       '"overall_quantize_config": {"method": "maxmin", "scale_type": "float", '
+       '"calib_statistic_method": "max"}}')
+CPU_PER_CHANNEL = CPU[:-2] + '}, "tensor_quantize_config": {"weights": {"per_channel": true}}}'
+
+
+@pytest.mark.parametrize("calib_cfg, test_cfg, field", [
+    (CPU, None, "scale_type float in quant_info.json, poweroftwo in the config"),
+    (None, CPU, "scale_type poweroftwo in quant_info.json, float in the config"),
+    (CPU, CPU_PER_CHANNEL, "per_channel false in quant_info.json, true in the config"),
+])
+def test_test_mode_refuses_a_calibration_made_with_another_config(tmp_path, calib_cfg, test_cfg,
+                                                                  field):
+    """calib for CPU then test with the DPU default ran silently and exported an XModel with no
+    fix op; DPU -> CPU and per-tensor -> per-channel passed silently too."""
+    from nndct_lite import QuantInfoError
     model = Net().eval()
-    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path),
-                        quant_config_file=str(cfg))
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path / "r"),
+                        quant_config_file=calib_cfg and _cfg(tmp_path, "c.json", calib_cfg))
+    q.quant_model(X)
+    q.export_quant_config()
+    with pytest.raises(QuantInfoError) as err:
+        torch_quantizer("test", model, (X,), output_dir=str(tmp_path / "r"),
+                        quant_config_file=test_cfg and _cfg(tmp_path, "t.json", test_cfg))
+    assert field in str(err.value) and "quant_config_file" in err.value.hint
+
+
+def test_xmodel_refuses_a_result_without_fix_positions(tmp_path):
+    """The last line of defence: a frozen result with float scales never becomes an XModel."""
+    from nndct_lite import ExportError
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (X,), output_dir=str(tmp_path))
     q.quant_model(X)
     q.export_quant_config()
     q = torch_quantizer("test", model, (X,), output_dir=str(tmp_path))
     q.quant_model(X)
+    from nndct_lite.numerics.params import QuantParams
+    for fq in quantizers_of(q):
+        if fq.params is not None:
+            fq.params = QuantParams(fq.params.bit_width, scale=0.5, zero_point=0, float_max=63.5)
     with pytest.raises(ExportError) as err:
         q.export_xmodel(output_dir=str(tmp_path))
     assert "power-of-two" in str(err.value) and "DPU" in err.value.hint
     assert not list(tmp_path.glob("*.xmodel"))
+
+
+def quantizers_of(q):
+    from nndct_lite.quant.build import quantizers
+    return quantizers(q.quant_model).values()
