@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("export",),
     ("session",),
     ("api",),
-    ("cli",),
+    ("cli", "qat"),
     ("apis", "__main__", "__init__"),
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
