@@ -53,6 +53,8 @@ class TestModeLoading:
                     f"bit width of {key} is {entry.bit_width} in quant_info.json but "
                     f"{q.spec.bit_width} in the current config", where=f"{path}, node {key}",
                     hint="use the same quant_config_file for calib and test")
+            if entry.is_set:
+                _check_entry_matches_spec(key, entry, q.spec, path)
             q.params = entry if entry.is_set else None
             if entry.is_set and entry.fix_pos is not None and isinstance(entry.fix_pos, tuple):
                 q.params = QuantParams(entry.bit_width, fix_pos=entry.fix_pos, axis=q.axis)
@@ -156,3 +158,23 @@ class TestModeLoading:
                 f"key(s), e.g. {result.unexpected_keys[:3]}", where=str(path),
                 hint="re-run fast finetune with this model")
 
+
+def _check_entry_matches_spec(key: str, entry: QuantParams, spec, path: Path) -> None:
+    """quant_info.json's entry was made with the scale type and per-channel setting the current
+    config asks for (calibrating for one target and testing with another's config used to run
+    silently: a CPU calibration tested with the DPU default exported an XModel without fixes)."""
+    diffs = []
+    if entry.is_pof2 != spec.is_pof2:
+        diffs.append(f"scale_type {'poweroftwo' if entry.is_pof2 else 'float'} in "
+                     f"quant_info.json, {'poweroftwo' if spec.is_pof2 else 'float'} in the config")
+    per_channel = isinstance(entry.fix_pos, tuple) or isinstance(entry.scale, tuple)
+    if per_channel != bool(spec.per_channel):
+        diffs.append(f"per_channel {str(per_channel).lower()} in quant_info.json, "
+                     f"{str(bool(spec.per_channel)).lower()} in the config")
+    if diffs:
+        raise QuantInfoError(
+            f"quant_info.json was calibrated with another configuration: {key}: "
+            + "; ".join(diffs), where=f"{path}, node {key}",
+            code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+            hint="test with the quant_config_file (and target) used for calibration, or "
+                 "re-run calibration with this one")
