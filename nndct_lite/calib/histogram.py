@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .._log import get_logger
@@ -59,8 +60,8 @@ def batch_histogram(a: torch.Tensor, hi: float, bins: int = HIST_BINS) -> torch.
     return out
 
 
-def search_amax(hist, edges, spec: QuantSpec, *, start_bin: int = 1536,
-                stride: int = 16) -> float:
+def search_amax(hist: npt.ArrayLike, edges: npt.ArrayLike, spec: QuantSpec, *,
+                start_bin: int = 1536, stride: int = 16) -> float:
     """The range search of ``spec.method`` on one histogram."""
     if spec.method is CalibMethod.PERCENTILE:
         return percentile_amax(hist, edges, spec.percentage)
@@ -136,7 +137,7 @@ class AccumulatedHistogram:
         counts = self._live()
         counts += theirs._live()
 
-    def cropped(self):
+    def cropped(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(hist, edges)`` numpy float64, cut after the last non-empty bin; None if empty."""
         if self.counts is None:
             return None

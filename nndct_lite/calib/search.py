@@ -10,6 +10,7 @@ strides 16).
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from ..config.spec import QuantSpec
 
@@ -20,7 +21,7 @@ START_BIN = 1536
 STRIDE = 16
 
 
-def _arrays(hist, edges):
+def _arrays(hist: npt.ArrayLike, edges: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(hist.cpu() if hasattr(hist, "cpu") else hist, dtype=np.float64).ravel()
     e = np.asarray(edges.cpu() if hasattr(edges, "cpu") else edges, dtype=np.float64).ravel()
     if e.size != h.size + 1:
@@ -28,7 +29,8 @@ def _arrays(hist, edges):
     return h, e
 
 
-def percentile_amax(hist, edges, percentage: float) -> float:
+def percentile_amax(hist: npt.ArrayLike, edges: npt.ArrayLike,
+                    percentage: float) -> float:
     """Left edge of the first bin whose cumulative share reaches ``percentage`` percent.
 
     ``cdf = cumsum(hist / total)`` (normalise first, then sum, float64) and the bin is found as
@@ -46,7 +48,8 @@ def percentile_amax(hist, edges, percentage: float) -> float:
     return float(e[min(i, h.size)])
 
 
-def mse_errors(hist, edges, spec: QuantSpec, *, start_bin: int = START_BIN,
+def mse_errors(hist: npt.ArrayLike, edges: npt.ArrayLike,
+               spec: QuantSpec, *, start_bin: int = START_BIN,
                stride: int = STRIDE) -> list[tuple[int, float]]:
     """``[(i, error)]`` of every mse candidate (see ``mse_amax``)."""
     h, e = _arrays(hist, edges)
@@ -68,7 +71,8 @@ def mse_errors(hist, edges, spec: QuantSpec, *, start_bin: int = START_BIN,
     return out
 
 
-def mse_amax(hist, edges, spec: QuantSpec, *, start_bin: int = START_BIN,
+def mse_amax(hist: npt.ArrayLike, edges: npt.ArrayLike,
+             spec: QuantSpec, *, start_bin: int = START_BIN,
              stride: int = STRIDE) -> float:
     """Bin center ``c_i`` (i = start_bin, start_bin + stride, ... < n) minimising
     ``mean_j(hist[j] * (Q(c_j) - c_j)^2)`` over all bin centers ``c_j``.
@@ -99,7 +103,8 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(pn[pos] * np.log(pn[pos] / qn[pos])))
 
 
-def entropy_divergences(hist, edges, bit_width: int, unsigned: bool = False, *,
+def entropy_divergences(hist: npt.ArrayLike, edges: npt.ArrayLike,
+                        bit_width: int, unsigned: bool = False, *,
                         start_bin: int = START_BIN,
                         stride: int = STRIDE) -> list[tuple[int, float]]:
     """``[(i, KL)]`` of every entropy candidate (see ``entropy_amax``)."""
@@ -126,7 +131,8 @@ def entropy_divergences(hist, edges, bit_width: int, unsigned: bool = False, *,
     return out
 
 
-def entropy_amax(hist, edges, bit_width: int, unsigned: bool = False, *,
+def entropy_amax(hist: npt.ArrayLike, edges: npt.ArrayLike,
+                 bit_width: int, unsigned: bool = False, *,
                  start_bin: int = START_BIN, stride: int = STRIDE) -> float:
     """``edges[i]`` for the last i (start_bin, start_bin + stride, ... <= n) of minimal KL
     divergence between the clipped histogram and its ``2^(bw-1)``-level (``2^bw`` unsigned)

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class QuantInfo:
     bias_corr_sha256: str = ""
 
 
-def _entry(p: QuantParams | None, bw: int):
+def _entry(p: QuantParams | None, bw: int) -> list[Any]:
     if p is None or not p.is_set:
         return [bw, None]
     if p.fix_pos is not None:
@@ -56,7 +57,7 @@ _HINT = "re-run calibration (quant_mode='calib', then export_quant_config()) to 
 _ENTRY = "expected [[bit_width, fix_pos]] or [[bit_width, scale, zero_point, float_max]]"
 
 
-def _params(entry, where: str) -> QuantParams:
+def _params(entry: object, where: str) -> QuantParams:
     try:
         return _parse_params(entry, where)
     except QuantInfoError:
@@ -66,18 +67,18 @@ def _params(entry, where: str) -> QuantParams:
                              hint=_HINT) from exc
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _first(v, where: str):
+def _first(v: object, where: str) -> Any:
     if isinstance(v, list) and v:
         return v[0]
     raise QuantInfoError(f"malformed entry {_short(v)}; {_ENTRY}", where=where, hint=_HINT)
 
 
-def _parse_params(entry, where: str) -> QuantParams:
+def _parse_params(entry: object, where: str) -> QuantParams:
     if not isinstance(entry, list) or not entry or not isinstance(entry[0], int) \
             or isinstance(entry[0], bool):
         raise QuantInfoError(f"malformed entry {_short(entry)}; {_ENTRY}", where=where,
