@@ -1,0 +1,387 @@
+"""``QatProcessor``: quantization-aware training for the DPU on top of the PTQ pipeline.
+
+1. The constructor keeps the float model and example inputs. ``trainable_model()`` runs the
+   calib pipeline (capture, BN folding with the running statistics, placement, generated
+   ``<Model>.py``, DPU observers) on a copy, forwards the calibration batches, applies the DPU
+   fix-position rules (``quant/adjust.py``) and swaps every ``FakeQuantizer`` of the generated
+   model for a :class:`TrainablePof2Quantizer` started at the calibrated fix position.
+2. The user trains that model with an ordinary loop. Each quantizer holds ``log2_t``, the log2
+   of its threshold: ``fix_pos = (bit_width - 1) - ceil(log2_t)``. With ``learn_fix_pos=True``
+   it is a Parameter trained with the TQT gradient (Jain et al., "Trained Quantization
+   Thresholds"): straight through ``ceil`` and ``round``, ``d q / d log2_t = s ln2 (round(x/s)
+   - x/s)`` inside the range and ``s ln2 * clipped code`` outside, ``s = 2^-fix_pos``; the input
+   gets the clipped STE (1 inside ``[qmin s, qmax s]``, 0 outside). With ``learn_fix_pos=False``
+   the fix positions stay as calibrated and only the weights train.
+3. ``to_deployable(trained, output_dir)`` reads the learned fix positions, applies the DPU rules
+   again (a moved position is also set in the trained model, so both agree), writes the trained
+   (folded) weights back into a copy of the float model (each folded BatchNorm becomes an exact
+   identity, or carries the bias of a bias-less conv), and writes ``quantize_result/`` through
+   the calib writers: ``<Model>.py``, ``quant_info.json``, ``resolved_config.json`` and
+   ``qat_config.json``. ``torch_quantizer("test", deployable, inputs, output_dir=...,
+   quant_config_file=<output_dir>/qat_config.json)`` then gives the trained model's outputs.
+
+QAT runs with cross-layer equalization and bias correction off (``qat_config.json``): both
+change weights or biases outside training, and the deployed weights must be the trained ones.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from .._log import get_logger
+from ..errors import InputError, ModeError
+from ..numerics.fake_quant import channel_view, fake_quantize_pof2
+from ..numerics.params import QuantParams
+from ..numerics.rounding import round_tensor
+from ..quant.adjust import adjust_fix_positions
+from ..quant.build import layer_of, set_mode
+from ..quant.fake_quantizer import FakeQuantizer
+from ..session import prepare
+from ..state.files import atomic_write_text
+from ..state.modes import QuantMode
+from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
+
+__all__ = ["QatProcessor", "TrainablePof2Quantizer", "QAT_CONFIG_FILE"]
+
+log = get_logger("qat")
+
+#: the config QAT calibrates, trains and deploys with (written next to quant_info.json)
+QAT_CONFIG_FILE = "qat_config.json"
+
+_ATTRS = ("weight_q", "bias_q", "out_q")
+
+
+def _fix_pos_of(log2_t: torch.Tensor, bit_width: int):
+    fp = ((bit_width - 1) - torch.ceil(log2_t.detach())).to(torch.int64)
+    return int(fp) if fp.dim() == 0 else tuple(int(v) for v in fp.tolist())
+
+
+def _log2_t_of(fix_pos, bit_width: int) -> torch.Tensor:
+    """The middle of the log2 interval that gives ``fix_pos`` (robust to small steps)."""
+    fp = torch.as_tensor(fix_pos, dtype=torch.float32)
+    return (bit_width - 1) - fp - 0.5
+
+
+class _TqtFakeQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, log2_t, bit_width, qmin, qmax, mode, axis):  # noqa: D401 - autograd API
+        fp = _fix_pos_of(log2_t, bit_width)
+        ctx.save_for_backward(x)
+        ctx.info = (fp, qmin, qmax, mode, axis, log2_t.shape)
+        return fake_quantize_pof2(x.detach(), fp, qmin, qmax, mode, axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        fp, qmin, qmax, mode, axis, t_shape = ctx.info
+        if axis is None:
+            mult: Any = math.ldexp(1.0, fp)
+        else:
+            mult = channel_view(torch.exp2(torch.tensor(fp, dtype=torch.float64)).to(x.dtype),
+                                x.dim(), axis).to(x.device)
+        v = x * mult
+        inside = (v >= qmin) & (v <= qmax)
+        gx = grad * inside.to(grad.dtype)
+        gt = None
+        if ctx.needs_input_grad[1]:
+            r = round_tensor(v, mode)
+            d = torch.where(inside, r - v, torch.where(v < qmin, float(qmin), float(qmax)))
+            g = grad * d * (math.log(2.0) / mult)
+            if axis is None:
+                gt = g.sum().reshape(t_shape)
+            else:
+                ax = axis % x.dim()
+                gt = g.sum(dim=[i for i in range(x.dim()) if i != ax]).reshape(t_shape)
+        return gx, gt, None, None, None, None, None
+
+
+class TrainablePof2Quantizer(FakeQuantizer):
+    """A power-of-two ``FakeQuantizer`` whose fix position comes from ``log2_t`` (see the module
+    docstring). ``params`` reads the current fix position; assigning ``params`` moves it."""
+
+    def __init__(self, base: FakeQuantizer, params: QuantParams | None, learn: bool):
+        super().__init__(base.key, base.spec, base.role, base.axis, base.target)
+        self.relu_fused = base.relu_fused
+        self.mode = QuantMode.TEST
+        if params is None or params.fix_pos is None:
+            self.register_buffer("log2_t", None)
+            return
+        t = _log2_t_of(params.fix_pos, self.spec.bit_width).to(_device_of(base))
+        if learn:
+            self.log2_t = nn.Parameter(t)
+        else:
+            self.register_buffer("log2_t", t)
+
+    @property
+    def params(self) -> QuantParams | None:   # type: ignore[override]
+        t = self.__dict__.get("_parameters", {}).get("log2_t")
+        if t is None:
+            t = self.__dict__.get("_buffers", {}).get("log2_t")
+        if t is None:
+            return None
+        fp = _fix_pos_of(t, self.spec.bit_width)
+        return QuantParams(self.spec.bit_width, fix_pos=fp,
+                           axis=self.axis if isinstance(fp, tuple) else None)
+
+    @params.setter
+    def params(self, value: QuantParams | None) -> None:
+        t = self.__dict__.get("_parameters", {}).get("log2_t")
+        if t is None:
+            t = self.__dict__.get("_buffers", {}).get("log2_t")
+        if t is None or value is None or value.fix_pos is None:
+            return      # FakeQuantizer.__init__ sets None; an unquantized point stays so
+        with torch.no_grad():
+            t.copy_(_log2_t_of(value.fix_pos, self.spec.bit_width).reshape(t.shape))
+
+    def set_mode(self, mode: QuantMode) -> None:
+        self.mode = QuantMode.TEST if mode is not QuantMode.FLOAT else mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.log2_t
+        if self.mode is QuantMode.FLOAT or t is None or not isinstance(x, torch.Tensor) \
+                or not x.is_floating_point() or x.numel() == 0:
+            return x
+        if self.relu_fused:          # the ReLU module handed its input straight here
+            x = torch.relu(x)
+        r = self.spec.int_range
+        axis = self.axis if t.dim() else None
+        return _TqtFakeQuant.apply(x, t, self.spec.bit_width, r.qmin, r.qmax,
+                                   self.spec.round_mode, axis)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"{self.key!r}, fix_pos={None if p is None else p.fix_pos}, " \
+               f"learned={isinstance(self.log2_t, nn.Parameter)}"
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _qat_device(device) -> torch.device:
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("[QUANTIZER_TORCH_CUDA_UNAVAILABLE] CUDA is not available, change device "
+                    "to CPU")
+        return torch.device("cpu")
+    return dev
+
+
+def _as_tuple(x) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+class QatProcessor:
+    """Quantization-aware training for the DPU (vai_q_pytorch's ``QatProcessor``).
+
+    ``model``: the float model (pretrained); ``inputs``: an example input (a tensor or a tuple),
+    also the default calibration batch; ``bitwidth``: weights, biases and activations.
+    """
+
+    def __init__(self, model: nn.Module, inputs: Any, bitwidth: int = 8, mix_bit: bool = False,
+                 device: torch.device | str | None = None) -> None:
+        if mix_bit:
+            raise InputError("mix_bit=True is not supported: mixed-bit search is not "
+                             "implemented", where="mix_bit=",
+                             hint="leave mix_bit=False; every tensor uses bitwidth")
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}",
+                             where="model=")
+        if isinstance(bitwidth, bool) or not isinstance(bitwidth, int) \
+                or not 2 <= bitwidth <= 16:
+            raise InputError(f"bitwidth must be an int in 2..16, got {bitwidth!r}",
+                             where="bitwidth=")
+        self.device = _qat_device(device)
+        self.bitwidth = bitwidth
+        self._float = copy.deepcopy(model).to(self.device).eval()
+        self._inputs = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
+                             for a in _as_tuple(inputs))
+        self._tmp = tempfile.TemporaryDirectory(prefix="nndct_lite_qat_")
+        self._config = Path(self._tmp.name) / QAT_CONFIG_FILE
+        self._config_text = json.dumps(self.config_dict(), indent=2) + "\n"
+        atomic_write_text(self._config, self._config_text)
+        self._session = None
+        self._deployable: nn.Module | None = None
+        self._deploy_dir: Path | None = None
+
+    def config_dict(self) -> dict:
+        """The JSON config of QAT: the DPU default, no CLE, no bias correction."""
+        return {"target_device": "DPU", "include_cle": False, "include_bias_corr": False,
+                "overall_quantize_config": {"bit_width": self.bitwidth}}
+
+    # ------------------------------------------------------------------ training model
+    def trainable_model(self, learn_fix_pos: bool = True,
+                        calib_batches: Iterable[Any] | None = None) -> nn.Module:
+        """The generated model with trainable power-of-two fake quantization, in train mode.
+
+        Fix positions start from a DPU calibration over ``calib_batches`` (inputs of the model,
+        a tensor or a tuple each; default: the constructor's ``inputs``); ``learn_fix_pos``
+        trains them (TQT) or keeps them fixed.
+        """
+        session = prepare(copy.deepcopy(self._float), self._inputs, mode=QuantMode.CALIB,
+                          output_dir=Path(self._tmp.name), config_file=self._config,
+                          bitwidth=None, device=self.device)
+        batches = [self._inputs] if calib_batches is None else list(calib_batches)
+        with torch.no_grad():
+            for b in batches:
+                session.model(*(a.to(self.device) if isinstance(a, torch.Tensor) else a
+                                for a in _as_tuple(b)))
+        params, outputs = session.collect()
+        merged = {**params, **outputs}
+        adjust_fix_positions(session.graph, session.placement, merged)
+        model = session.model
+        model._forward_pre_hooks.clear()      # the session's forward counter
+        set_mode(model, QuantMode.TEST)
+        for node in session.graph.nodes:
+            mod = layer_of(model, node)
+            for attr in _ATTRS:
+                q = mod._modules.get(attr)
+                if isinstance(q, FakeQuantizer):
+                    p = merged.get(q.key)
+                    setattr(mod, attr, TrainablePof2Quantizer(
+                        q, p if p is not None and p.is_set else None, learn_fix_pos))
+        model.train()
+        self._session = session
+        return model
+
+    # ------------------------------------------------------------------ deploy
+    def _learned(self, trained: nn.Module) -> tuple[dict, dict]:
+        s = self._session
+        params: dict[str, QuantParams] = {}
+        outputs: dict[str, QuantParams] = {}
+        for node in s.graph.nodes:
+            mod = layer_of(trained, node)
+            for attr in _ATTRS:
+                q = mod._modules.get(attr)
+                if not isinstance(q, FakeQuantizer):
+                    continue
+                p = q.params or QuantParams(q.spec.bit_width)
+                (outputs if attr == "out_q" else params)[q.key] = p
+        return params, outputs
+
+    def fix_positions(self, trained: nn.Module) -> dict[str, int | tuple[int, ...] | None]:
+        """The fix position of every quantization point of ``trained`` (None: float)."""
+        params, outputs = self._learned(trained)
+        return {k: p.fix_pos for k, p in {**params, **outputs}.items()}
+
+    def to_deployable(self, trained_model: nn.Module, output_dir: str | Path = "quantize_result"
+                      ) -> nn.Module:
+        """Write ``quantize_result/`` for ``trained_model`` and return the float model with the
+        trained weights (module docstring, step 3)."""
+        s = self._session
+        if s is None:
+            raise ModeError("to_deployable() needs the model of trainable_model()",
+                            hint="call trainable_model(), train it, then to_deployable()")
+        out = Path(output_dir)
+        params, outputs = self._learned(trained_model)
+        merged = {**params, **outputs}
+        moves = adjust_fix_positions(s.graph, s.placement, merged)
+        if moves:
+            log.warning("to_deployable: the DPU rules moved %d learned fix position(s); the "
+                        "trained model now uses the moved ones too", len(moves))
+            for node in s.graph.nodes:
+                mod = layer_of(trained_model, node)
+                for attr in _ATTRS:
+                    q = mod._modules.get(attr)
+                    if isinstance(q, TrainablePof2Quantizer) and q.key in merged:
+                        q.params = merged[q.key]
+        deployable = copy.deepcopy(self._float)
+        _write_back(s.graph, trained_model, deployable)
+        out.mkdir(parents=True, exist_ok=True)
+        config = atomic_write_text(out / QAT_CONFIG_FILE, self._config_text)
+        # the calib pipeline on the deployable model writes <Model>.py and resolved_config.json
+        check = prepare(copy.deepcopy(deployable), self._inputs, mode=QuantMode.CALIB,
+                        output_dir=out, config_file=config, bitwidth=None, device=self.device)
+        keys_now = {k for m in check.model.modules() if isinstance(m, FakeQuantizer)
+                    for k in [m.key]}
+        if keys_now != set(merged):
+            raise ModeError("the deployable model's graph differs from the trained one "
+                            f"({len(keys_now ^ set(merged))} quantization points differ)",
+                            hint="keep the float model's structure unchanged between "
+                                 "QatProcessor() and to_deployable()")
+        info = QuantInfo(param={k: merged[k] for k in params},
+                         output={k: merged[k] for k in outputs},
+                         fast_finetuned=False, bias_corrected=False,
+                         graph_md5=graph_md5(check.graph))
+        path = write_quant_info(out, info)
+        log.info("=>QAT result written (%s); test with quant_config_file=%s", path, config)
+        self._deployable = deployable
+        self._deploy_dir = out
+        return deployable
+
+    def export_xmodel(self, output_dir: str | Path = "quantize_result",
+                      deploy_check: bool = False) -> Path:
+        """Test mode on the deployable model, one forward, then the XModel (after
+        ``to_deployable`` into the same ``output_dir``)."""
+        from ..api import torch_quantizer
+        out = Path(output_dir)
+        if self._deployable is None or self._deploy_dir is None \
+                or self._deploy_dir.resolve() != out.resolve():
+            raise ModeError("export_xmodel() needs to_deployable(trained_model, output_dir) "
+                            "with the same output_dir first")
+        q = torch_quantizer("test", self._deployable, self._inputs, output_dir=str(out),
+                            device=self.device, quant_config_file=str(out / QAT_CONFIG_FILE))
+        with torch.no_grad():
+            q.quant_model(*self._inputs)
+        return q.export_xmodel(str(out), deploy_check=deploy_check)
+
+
+def _tensor_at(model: nn.Module, name: str) -> torch.Tensor | None:
+    owner, _, leaf = name.rpartition(".")
+    try:
+        mod = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return None
+    t = mod._parameters.get(leaf) if leaf in mod._parameters else mod._buffers.get(leaf)
+    return t
+
+
+def _identity_bn(bn: nn.Module, bias: torch.Tensor | None) -> None:
+    """Make ``bn`` fold to ``W' = W, b' = b`` exactly: the fold computes
+    ``a = gamma / sqrt(var + eps)`` and ``offset = beta - mean * a``; gamma is set to the very
+    float ``sqrt(1 + eps)`` the fold divides by, so ``a == 1``; beta carries ``bias`` (for a
+    conv without one) or 0."""
+    with torch.no_grad():
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
+        denom = torch.sqrt(bn.running_var + bn.eps)
+        if bn.weight is None:
+            raise InputError(f"BatchNorm {type(bn).__name__} without affine parameters cannot "
+                             "carry trained weights back", where="to_deployable",
+                             hint="use affine=True BatchNorm layers for QAT")
+        bn.weight.copy_(denom)
+        bn.bias.copy_(bias if bias is not None else torch.zeros_like(bn.bias))
+
+
+def _write_back(graph, trained: nn.Module, float_model: nn.Module) -> None:
+    """Copy every trained parameter of the generated model to the float model's tensor of the
+    same state-dict name; folded BNs become identities (see ``_identity_bn``)."""
+    for node in graph.nodes:
+        mod = layer_of(trained, node)
+        orphan_bias = None
+        for key, name in node.param_names.items():
+            src = mod._parameters.get(key) if key in mod._parameters else mod._buffers.get(key)
+            if src is None:
+                continue
+            dst = _tensor_at(float_model, name)
+            if dst is None:
+                if key == "bias" and node.meta.get("folded_bn"):
+                    orphan_bias = src.detach()
+                    continue
+                raise InputError(f"the float model has no tensor {name!r} for {node.name}",
+                                 where="to_deployable")
+            with torch.no_grad():
+                dst.copy_(src.detach().to(dst))
+        bn_path = node.meta.get("folded_bn")
+        if bn_path:
+            bn = float_model.get_submodule(bn_path)
+            _identity_bn(bn, None if orphan_bias is None else orphan_bias.to(bn.bias))
