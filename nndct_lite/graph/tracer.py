@@ -217,7 +217,8 @@ class ConcreteTracer(ScopeTracer):
                     value = UNKNOWN
             self.values[node], self.static[node] = value, False
             return
-        self.static[node] = self._reads_metadata(node) or all(self.static[d] for d in deps)
+        self.static[node] = self._reads_metadata(node) or \
+            all(self.static.get(d, False) for d in deps)
         if any(self.values.get(d, UNKNOWN) is UNKNOWN for d in deps):
             self.values[node] = UNKNOWN
             return

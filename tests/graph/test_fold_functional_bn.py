@@ -223,3 +223,51 @@ def test_timm_conv_norm_act_and_repvgg_block(tmp_path):
     assert kinds.count(OpKind.CONV2D) == 3 and OpKind.RELU6 in kinds
     with torch.no_grad():
         assert (float_view(q)(x) - model(x)).abs().max() < 1e-5
+
+
+def _frozen_classes():
+    out = []
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+        out.append(FrozenBatchNorm2d)
+    except ImportError:
+        pass
+    from timm.layers import FrozenBatchNormAct2d
+    out.append(FrozenBatchNormAct2d)
+    return out
+
+
+@pytest.mark.parametrize("cls", _frozen_classes(), ids=lambda c: c.__name__)
+def test_frozen_batchnorm_arithmetic_folds_into_the_conv(cls, tmp_path):
+    """``x * scale + shift`` on per-channel constants after a conv is a BN: it folds."""
+    torch.manual_seed(0)
+    bn = cls(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), bn).eval()
+    x = torch.randn(2, 3, 6, 6)
+    q = quantizer("calib", model, x[:1], tmp_path)
+    kinds = [n.kind for n in q.graph.nodes]
+    assert kinds[:2] == [OpKind.INPUT, OpKind.CONV2D] and len(kinds) <= 3
+    assert not set(kinds) & {OpKind.BATCHNORM, OpKind.CONST, OpKind.MUL, OpKind.ADD}
+    with torch.no_grad():
+        want = model(x)
+        assert (float_view(q)(x) - want).abs().max() < 1e-5
+
+
+def test_per_channel_mul_add_without_a_conv_is_left_alone():
+    class ScaleShift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("s", torch.rand(1, 3, 1, 1))
+            self.register_buffer("t", torch.rand(1, 3, 1, 1))
+
+        def forward(self, x):
+            return x * self.s + self.t
+
+    graph, _ = capture(ScaleShift().eval(), (torch.randn(1, 3, 4, 4),))
+    assert [n.kind for n in graph.nodes].count(OpKind.MUL) == 1
+    assert OpKind.BATCHNORM not in [n.kind for n in graph.nodes]

@@ -58,7 +58,8 @@ def test_mobilenetv3_bn_folds_into_conv_stem_and_act_keeps_its_scope():
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     graph, _ = capture(model, (torch.randn(1, 3, 64, 64),))
     folded = fold_batchnorm(graph)
-    assert n_bn == 34 and len(folded) == n_bn and not [n for n in graph.nodes if n.kind is OpKind.BATCHNORM]
+    assert n_bn == 34 and len(folded) == n_bn
+    assert not [n for n in graph.nodes if n.kind is OpKind.BATCHNORM]
     stem, act = graph.nodes[1], graph.nodes[2]
     assert stem.name == "MobileNetV3::MobileNetV3/Conv2d[conv_stem]/ret.1"
     assert stem.meta["folded_bn"] == "bn1" and stem.param_names["bias"] == "conv_stem.bias"

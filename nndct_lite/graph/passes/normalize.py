@@ -16,7 +16,8 @@ from ..._log import get_logger
 from ..ir import Graph, Node
 from ..ops import OpKind, kind_of_module
 
-__all__ = ["normalize", "batchnorm_calls_to_modules", "layer_calls_to_modules"]
+__all__ = ["normalize", "batchnorm_calls_to_modules", "layer_calls_to_modules",
+           "affine_constants_to_batchnorm"]
 
 log = get_logger("passes")
 
@@ -29,7 +30,8 @@ _BN_CLASSES = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.Ba
 def normalize(graph: Graph) -> dict[str, list[str]]:
     """Every canonicalization, in order; returns what each one changed (node names)."""
     return {"batchnorm_calls": batchnorm_calls_to_modules(graph),
-            "layer_calls": layer_calls_to_modules(graph)}
+            "layer_calls": layer_calls_to_modules(graph),
+            "affine_constants": affine_constants_to_batchnorm(graph)}
 
 
 def _const_tensor(ref) -> torch.Tensor | None:
@@ -193,3 +195,70 @@ def _drop_dead_consts(graph: Graph, changed: list[str]) -> None:
               and n not in outputs]:
         graph.nodes.remove(n)
     graph.refresh()
+
+
+_LAYERS = {OpKind.CONV1D, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.CONV3D,
+           OpKind.CONV_TRANSPOSE2D}
+
+
+def _binary(node: Node, kind: OpKind):
+    """``(tensor operand, constant operand)`` of a two-operand ``kind`` node, or None."""
+    if node.kind is not kind or len(node.args) != 2 or node.kwargs:
+        return None
+    a, b = node.args
+    if _const_tensor(b) is not None and isinstance(a, Node) and _const_tensor(a) is None:
+        return a, _const_tensor(b)
+    if _const_tensor(a) is not None and isinstance(b, Node) and _const_tensor(b) is None:
+        return b, _const_tensor(a)
+    return None
+
+
+def _per_channel(c: torch.Tensor, shape) -> torch.Tensor | None:
+    """``c`` as a vector when it broadcasts over channel axis 1 of ``shape`` only."""
+    rank, channels = len(shape), shape[1]
+    if not c.is_floating_point() or c.dim() > rank or c.numel() != channels:
+        return None
+    full = [1] * (rank - c.dim()) + list(c.shape)
+    if full[1] != channels or any(d != 1 for i, d in enumerate(full) if i != 1):
+        return None
+    return c.detach().reshape(-1).clone()
+
+
+def affine_constants_to_batchnorm(graph: Graph) -> list[str]:
+    """``conv(x) * scale + shift`` with per-channel constants (``FrozenBatchNorm2d`` and timm's
+    ``FrozenBatchNormAct2d`` compute their BN this way) becomes a BatchNorm node with mean 0,
+    var 1, eps 0, so that it folds into the conv. Only where the conv feeds nothing else."""
+    changed: list[str] = []
+    for mul in list(graph.nodes):
+        found = _binary(mul, OpKind.MUL)
+        if found is None or len(mul.users) != 1:
+            continue
+        x, scale = found
+        add = mul.users[0]
+        found_add = _binary(add, OpKind.ADD)
+        if found_add is None or found_add[0] is not mul or x.kind not in _LAYERS or \
+                len(x.users) != 1 or not x.shape or len(x.shape) not in _BN_CLASSES or \
+                add.shape != x.shape:
+            continue
+        gamma, beta = _per_channel(scale, x.shape), _per_channel(found_add[1], x.shape)
+        if gamma is None or beta is None:
+            continue
+        c = gamma.numel()
+        bn = _BN_CLASSES[len(x.shape)](c, eps=0.0)
+        params = {"weight": gamma, "bias": beta, "running_mean": torch.zeros(c),
+                  "running_var": torch.ones(c)}
+        with torch.no_grad():
+            for k, v in params.items():
+                getattr(bn, k).copy_(v)
+        path = add.meta.get("fx_name", add.name)
+        add.kind, add.op, add.target = OpKind.BATCHNORM, "call_module", path
+        add.module, add.module_path = bn.eval(), path
+        add.params = params
+        add.param_names = {k: f"{path}.{k}" for k in params}
+        add.args, add.kwargs = (x,), {}
+        add.meta["from_function"] = "affine constants"
+        graph.nodes.remove(mul)
+        graph.refresh()
+        changed.append(add.name)
+    _drop_dead_consts(graph, changed)
+    return changed
