@@ -2,7 +2,8 @@
 
 Data: scikit-learn's handwritten digits (1,797 real 8x8 images with real labels, shipped inside
 the scikit-learn package; no download). The example trains a small residual CNN on 80 % of them
-(about 10 s on 2 CPU cores, cached under example/.cache/), then runs the vai_q_pytorch flow:
+(40 epochs, about 90 s on 2 idle CPU cores, one INFO line per epoch; cached under example/.cache/,
+so later runs skip it), then runs the vai_q_pytorch flow:
 float evaluation -> calib -> test -> deploy (TorchScript, ONNX, XModel), and prints float and
 quantized accuracy side by side.
 

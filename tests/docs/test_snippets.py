@@ -39,7 +39,6 @@ from __future__ import annotations
 import doctest
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,8 +49,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# pages other engineers own whose blocks are known to fail; {file:line: reason} -> xfail(strict=False)
-KNOWN_FAILING: dict[str, str] = {}
+# blocks of pages other engineers own that are known to fail, {file:line: reason}: xfail(strict=False)
+# until their owners apply the fix (the fixed block moves down by its setup comment and then runs
+# as an ordinary test case)
+KNOWN_FAILING: dict[str, str] = {
+    "docs/exports.md:5": "model, x, cfg and a calibrated quantize_result/ are undefined: the page "
+                         "needs a `<!-- snippet: setup -->` comment that builds them (issue 20)",
+    "docs/xmodel.md:41": "w_ohwi_on_grid_float32 and w are undefined: the page needs a "
+                         "`<!-- snippet: setup -->` comment that defines them (issue 20)",
+    "docs/xmodel.md:148": "needs quantize_result/CifarResNet_int.xmodel and images (a setup "
+                          "comment), and outputs=['Net__conv1'] names no op of that graph (issue 20)",
+}
 # top-level entries of the repository that a block's working folder does not link to
 NOT_LINKED = {"nndct_lite", "tests", "build", "quantize_result", "bench", "dist"}
 TIMEOUT = 300
