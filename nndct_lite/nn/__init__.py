@@ -5,6 +5,7 @@ available as ``nndct_lite.nn.X``, a quantization-aware subclass made on first us
 """
 import torch.nn as _tnn
 
+from ..tensor_quant import QuantConv2d, QuantLinear  # noqa: F401  (tensor-level QAT layers)
 from ..quant.modules import (  # noqa: F401
     Const, Opaque, Conv1d, Conv2d, Conv3d, ConvTranspose2d, Input, Linear, Method, Module,
     NndctQuantModel, QuantOp, wrap_module_class,

@@ -6,9 +6,9 @@
   trained from a calibration of the whole model, deployed through ``quantize_result/``.
 """
 from .processor import QAT_CONFIG_FILE, QatProcessor, TrainablePof2Quantizer
-from .quantizer import (QuantConv2d, QuantDescriptor, QuantLinear, TensorQuantizer,
-                        fake_tensor_quant_learned)
-from .tensor_quant import fake_tensor_quant, max_bound, min_bound, tensor_quant
+from ..tensor_quant import (QuantConv2d, QuantDescriptor, QuantLinear, TensorQuantizer,
+                           fake_tensor_quant, fake_tensor_quant_learned, max_bound, min_bound,
+                           tensor_quant)
 
 __all__ = ["tensor_quant", "fake_tensor_quant", "fake_tensor_quant_learned", "max_bound",
            "min_bound", "QuantDescriptor", "TensorQuantizer", "QuantConv2d", "QuantLinear",

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("xmodel",),
     ("calib", "codegen"),
-    ("result",),
+    ("result", "tensor_quant"),
     ("quant",),
     ("nn",),
     ("algorithms", "report", "sim"),

@@ -25,7 +25,7 @@ from ..calib import BatchMode, HistogramObserver, MinMaxObserver, Role, search_a
 from ..config.spec import CalibMethod, QuantSpec, ScaleType
 from ..numerics.fake_quant import channel_view
 from ..numerics.rounding import RoundMode
-from .tensor_quant import ZERO_AMAX, fake_tensor_quant, max_bound, min_bound, tensor_quant
+from .functions import ZERO_AMAX, fake_tensor_quant, max_bound, min_bound, tensor_quant
 
 __all__ = ["QuantDescriptor", "TensorQuantizer", "QuantConv2d", "QuantLinear",
            "fake_tensor_quant_learned"]
