@@ -148,9 +148,15 @@ class torch_quantizer:  # noqa: N801 - the original's name
         if input_args is None:
             raise InputError("input_args is required: an example input of the model",
                              where="input_args=", hint="pass e.g. torch.randn(1, 3, 224, 224)")
-        if lstm or qat_proc:
-            raise InputError("the LSTM and QAT flows are not part of nndct_lite",
-                             where="lstm=/qat_proc=", hint="use the PTQ flow (calib/test)")
+        if lstm:
+            raise InputError("the LSTM flow is not part of nndct_lite", where="lstm=",
+                             hint="use the PTQ flow (calib/test) for CNNs")
+        if qat_proc:
+            raise InputError("torch_quantizer(qat_proc=True) is not the QAT entry point here",
+                             where="qat_proc=",
+                             hint="use nndct_lite.apis.QatProcessor(model, inputs): "
+                                  "trainable_model(), your training loop, to_deployable() "
+                                  "(docs/qat.md)")
         _reject_unimplemented(mix_bit=mix_bit, app_deploy=app_deploy,
                               custom_quant_ops=custom_quant_ops, dynamo=dynamo)
         _check_target(target)
