@@ -375,3 +375,39 @@ def test_shufflenet_v2_exports_and_loads_in_xir(tmp_path):
               {"strided_slice": 26, "concat": 16, "transpose": 48, "reshape": 32},
               sim=False)
     assert not [op for op in g.ops if op.type.startswith("aten::")]
+
+
+class Unbind(nn.Module):
+    """A reshape whose first dim is not the batch, and unbind (attention's q, k, v)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 12, 3, padding=1)
+        self.d = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = F.relu(self.c(x))
+        n, c, h, w = y.shape
+        q, k, v = y.reshape(n, 3, 4, h, w).unbind(1)
+        z = (q + k + v).reshape(n * 4 * h, w).reshape(n, 4, h, w)
+        return self.d(z)
+
+
+def test_unbind_and_non_batch_first_dims(tmp_path):
+    batch = 1      # node shapes are recorded at the example's batch: (4 * 4 * h, w) is not batch-1
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 6, 6)
+    model = Unbind().eval()
+    q = torch_quantizer("calib", model, (x[:batch],), output_dir=str(tmp_path))
+    with torch.no_grad():
+        q.quant_model(x)
+    q.export_quant_config()
+    q = torch_quantizer("test", model, (x[:batch],), output_dir=str(tmp_path))
+    with torch.no_grad():
+        ref = q.quant_model(x[:1])
+    path = q.export_xmodel(output_dir=str(tmp_path))
+    graph = read_xmodel(path)
+    assert types(graph)["strided_slice"] == 3
+    assert any(op.type == "reshape" and op.shape == (24, 6) for op in graph.ops)
+    xir_loads(path)
+    sim_matches(graph, path, x, ref)

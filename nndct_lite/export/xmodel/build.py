@@ -26,7 +26,8 @@ from ...graph.ops import OpKind
 from ...result import QuantResult
 from ...xmodel.model import Attr, XGraph, XOp, XTensor, const_op, fix_op, parse_data_type
 from ...xmodel.writer import write_xmodel
-from .layout import Val, is_trivial_perm, stored_shape, TO_CL, TO_TORCH
+from .layout import (TO_CL, TO_TORCH, Val, is_trivial_perm, reset_example_batch,
+                     set_example_batch, stored_shape)
 
 __all__ = ["build_xgraph", "export_xmodel", "xir_name"]
 
@@ -210,6 +211,14 @@ class _Builder:
             fn(self, node)
 
     def build(self) -> XGraph:
+        ex = next((a for a in self.r.example if isinstance(a, torch.Tensor) and a.dim()), None)
+        token = set_example_batch(ex.shape[0] if ex is not None else 1)
+        try:
+            return self._build()
+        finally:
+            reset_example_batch(token)
+
+    def _build(self) -> XGraph:
         graph = self.r.graph
         for node in graph.nodes:
             try:

@@ -13,7 +13,7 @@ from ...graph.ir import Node
 from ...graph.ops import OpKind
 from ...xmodel.model import INT32_MAX, Attr, XOp
 from .args import arg, input_node
-from .layout import TO_CL, compose_order, is_trivial_perm, stored_perm, stored_shape
+from .layout import TO_CL, Val, compose_order, is_trivial_perm, stored_perm, stored_shape
 
 __all__ = ["emit_reshape", "emit_permute", "emit_getitem", "emit_split_item", "emit_pad",
            "emit_resize", "is_split_item"]
@@ -61,7 +61,7 @@ def emit_permute(b, node: Node) -> None:
     b.finish(node, op, cl=out_cl)
 
 
-def _slice_op(b, node: Node, src: Node, begin, end, strides, bmask, emask):
+def _slice_op(b, node: Node, src: Node, begin, end, strides, bmask, emask, name=None):
     """``strided_slice`` of ``src`` (torch-order vectors and masks) in src's stored layout."""
     rank = len(src.shape)
     cl = rank == 4                  # slices of feature maps run on the DPU, in NHWC
@@ -70,7 +70,7 @@ def _slice_op(b, node: Node, src: Node, begin, end, strides, bmask, emask):
     begin, end, strides = ([vec[i] for i in p] for vec in (begin, end, strides))
     bm = sum(((bmask >> d) & 1) << i for i, d in enumerate(p))
     em = sum(((emask >> d) & 1) << i for i, d in enumerate(p))
-    op = XOp(b.name(node), "strided_slice", attrs={
+    op = XOp(name or b.name(node), "strided_slice", attrs={
         "begin": Attr.int32_vec(begin), "end": Attr.int32_vec(end),
         "strides": Attr.int32_vec(strides), "begin_mask": Attr.int32(bm),
         "end_mask": Attr.int32(em), "ellipsis_mask": Attr.int32(0),
@@ -118,11 +118,13 @@ def is_split_item(node: Node) -> bool:
         return False
     parent = node.args[0]
     name = parent.target if isinstance(parent.target, str) else getattr(parent.target, "__name__", "")
-    return parent.kind in (OpKind.CHUNK, OpKind.SPLIT) or name in ("chunk", "split")
+    return parent.kind in (OpKind.CHUNK, OpKind.SPLIT) or name in ("chunk", "split", "unbind")
 
 
 def _sections(parent: Node, size: int) -> list[int]:
-    name = parent.target if isinstance(parent.target, str) else parent.target.__name__
+    name = _target(parent)
+    if name == "unbind":
+        return [1] * size
     if name == "chunk":
         n = int(arg(parent, 1, "chunks"))
         step = -(-size // n)
@@ -137,14 +139,31 @@ def emit_split_item(b, node: Node) -> None:
     parent = node.args[0]
     src = input_node(parent)
     rank = len(src.shape)
-    dim = int(arg(parent, 2, "dim", 0)) % rank
+    unbind = _target(parent) == "unbind"
+    dim = int(arg(parent, 1 if unbind else 2, "dim", 0)) % rank
     secs = _sections(parent, src.shape[dim])
     k = int(node.args[1])
     begin, end, strides = [0] * rank, [INT32_MAX] * rank, [1] * rank
     begin[dim], end[dim] = sum(secs[:k]), sum(secs[:k + 1])
     full = (1 << rank) - 1 - (1 << dim)
-    op, cl = _slice_op(b, node, src, begin, end, strides, full, full)
-    b.finish(node, op, cl=cl)
+    if not unbind:
+        op, cl = _slice_op(b, node, src, begin, end, strides, full, full)
+        b.finish(node, op, cl=cl)
+        return
+    # unbind: the slice keeps the dim (size 1); a reshape drops it, in torch order
+    name = b.name(node) + "_i0"
+    op, cl = _slice_op(b, node, src, begin, end, strides, full, full, name=name)
+    kept = list(src.shape)
+    kept[dim] = 1
+    b.add(op, stored_shape(kept, cl))
+    x = b.convert(Val(name, name, True, 4), kept, False, for_reshape=True) if cl else name
+    dims = stored_shape(node.shape, False)
+    out_cl = len(dims) == 4 and is_trivial_perm(dims, list(TO_CL))
+    b.finish(node, b.reshape(b.name(node), x, stored_shape(node.shape, out_cl)), cl=out_cl)
+
+
+def _target(node: Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
 
 
 _PAD_MODES = {"constant": "CONSTANT", "reflect": "REFLECT"}

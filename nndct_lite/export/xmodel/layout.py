@@ -6,11 +6,13 @@ reshapes and permutes of the torch program work in). Tensors of any other rank a
 in torch order. These helpers map torch shapes, axes and permutations onto the stored layout."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = ["Val", "TO_CL", "TO_TORCH", "stored_shape", "stored_axis", "stored_perm",
-           "compose_order", "is_trivial_perm", "batch1"]
+           "compose_order", "is_trivial_perm", "batch1", "set_example_batch",
+           "reset_example_batch"]
 
 #: torch (NCHW) dims -> stored channels-last dims: stored[i] = torch[TO_CL[i]]
 TO_CL = (0, 2, 3, 1)
@@ -29,10 +31,25 @@ class Val:
     rank: int
 
 
+#: batch size of the example the graph's shapes were recorded with (set by the builder)
+_EXAMPLE_BATCH = ContextVar("example_batch", default=1)
+
+
+def set_example_batch(n: int):
+    """Shapes whose first dim equals ``n`` are batch-``n`` shapes; returns a reset token."""
+    return _EXAMPLE_BATCH.set(max(int(n), 1))
+
+
+def reset_example_batch(token) -> None:
+    _EXAMPLE_BATCH.reset(token)
+
+
 def batch1(shape: Sequence[int]) -> list[int]:
-    """Torch shape with the batch dimension set to 1 (the deploy graph runs batch 1)."""
+    """Torch shape with the batch dimension set to 1 (the deploy graph runs batch 1). Shapes are
+    recorded on the example input: only a first dim equal to its batch size is the batch."""
     shape = list(shape)
-    return ([1] + shape[1:]) if shape else shape
+    n = _EXAMPLE_BATCH.get()
+    return ([1] + shape[1:]) if shape and n != 1 and shape[0] == n else shape
 
 
 def stored_shape(shape: Sequence[int], cl: bool) -> list[int]:
