@@ -55,10 +55,6 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 KNOWN_FAILING: dict[str, str] = {
     "docs/exports.md:5": "model, x, cfg and a calibrated quantize_result/ are undefined: the page "
                          "needs a `<!-- snippet: setup -->` comment that builds them (issue 20)",
-    "docs/xmodel.md:41": "w_ohwi_on_grid_float32 and w are undefined: the page needs a "
-                         "`<!-- snippet: setup -->` comment that defines them (issue 20)",
-    "docs/xmodel.md:148": "needs quantize_result/CifarResNet_int.xmodel and images (a setup "
-                          "comment), and outputs=['Net__conv1'] names no op of that graph (issue 20)",
 }
 # top-level entries of the repository that a block's working folder does not link to
 NOT_LINKED = {"nndct_lite", "tests", "build", "quantize_result", "bench", "dist"}
