@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._text import text_table
 from .resolve import QuantPlan
 from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
                    TensorKind)
@@ -124,10 +125,7 @@ def _origin(resolved: ResolvedSpec) -> str:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+    return text_table(rows[0], rows[1:])
 
 
 def format_explain(config: QuantConfig, plan: QuantPlan | None = None) -> str:

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .._log import get_logger
+from .._text import text_table
 from ..calib.base import dense_flat
 from ..errors import InputError
 from ..graph.ir import Graph, Node
@@ -523,11 +524,7 @@ def _cells(r: LayerRow) -> list[str]:
 
 def format_table(rows: Sequence[LayerRow]) -> str:
     """A plain-text table (the one ``log_report`` logs)."""
-    table = [list(_HEADERS)] + [_cells(r) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADERS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(_HEADERS, [_cells(r) for r in rows]))
 
 
 def _md_escape(text: str) -> str:

@@ -18,7 +18,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 
 #: lowest first; a package may import from its own layer's packages only if they are itself
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_log", "_version"),
+    ("errors", "_log", "_version", "_text"),
     ("numerics",),
     ("graph",),
     ("state",),
