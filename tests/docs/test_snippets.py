@@ -53,8 +53,6 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # until their owners apply the fix (the fixed block moves down by its setup comment and then runs
 # as an ordinary test case)
 KNOWN_FAILING: dict[str, str] = {
-    "docs/exports.md:5": "model, x, cfg and a calibrated quantize_result/ are undefined: the page "
-                         "needs a `<!-- snippet: setup -->` comment that builds them (issue 20)",
 }
 # top-level entries of the repository that a block's working folder does not link to
 NOT_LINKED = {"nndct_lite", "tests", "build", "quantize_result", "bench", "dist"}
