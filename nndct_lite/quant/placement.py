@@ -12,7 +12,14 @@ from ..graph.ops import FOLLOWERS, MEMORY_ONLY, QUANTIZABLE, OpKind
 
 __all__ = ["Placement", "place_quantizers"]
 
-_WALK_BACK = MEMORY_ONLY | {OpKind.PYOP}
+#: members a group's quantizer walks back over (numerics.md 5.2: chunk, strided slice, permute,
+#: flatten, reshape, pixel shuffle, contiguous, squeeze, unsqueeze). A transpose is a follower but
+#: not memory-only: ending a group, it carries the group's quantizer, e.g. the channel shuffle's
+#: transpose in ShuffleNetV2 (view -> transpose -> contiguous -> view) after the concat.
+_MEMORY = MEMORY_ONLY - {OpKind.TRANSPOSE}
+_WALK_BACK = _MEMORY | {OpKind.PYOP}
+#: op kinds that own an output quantizer when they head a group (numerics.md 5.1 lists mish)
+_QUANTIZABLE = QUANTIZABLE | {OpKind.MISH}
 
 
 @dataclass
@@ -90,14 +97,14 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
         for u in users:
             if u in float_nodes or group_of[u] in float_nodes:
                 continue
-            if u.kind in MEMORY_ONLY and only_float_readers(u):
+            if u.kind in _MEMORY and only_float_readers(u):
                 continue
             return False
         return True
 
     carriers: set[Node] = set()
     for head, mem in members.items():
-        if head.kind not in QUANTIZABLE or head in float_nodes or not head.is_tensor:
+        if head.kind not in _QUANTIZABLE or head in float_nodes or not head.is_tensor:
             continue
         if head.kind is OpKind.INPUT and float_nodes and only_float_readers(head):
             continue  # e.g. keep_first_last_layer_accuracy: the float first layer reads it
@@ -105,10 +112,15 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
         users = _tensor_users(last)
         if head.kind is not OpKind.INPUT and len(users) == 1 and users[0].kind is OpKind.CAT \
                 and last not in output_set:
-            continue  # concat rule: the concat's own quantizer covers this tensor
+            # concat rule: the concat's own output quantizer covers this tensor, so the concat
+            # carries one even when its group ends further on (concat -> channel shuffle)
+            if users[0].is_tensor and users[0] not in float_nodes \
+                    and group_of[users[0]] not in float_nodes:
+                carriers.add(users[0])
+            continue
         carrier = None
         for m in reversed(mem):
-            if m.kind not in MEMORY_ONLY:
+            if m.kind not in _MEMORY:
                 carrier = m
                 break
         if carrier is not None and carrier.is_tensor:
@@ -121,7 +133,7 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
     while added:
         added = False
         for n in graph.nodes:
-            if n.kind not in QUANTIZABLE or n.kind in (OpKind.INPUT, OpKind.CAT) \
+            if n.kind not in _QUANTIZABLE or n.kind in (OpKind.INPUT, OpKind.CAT) \
                     or n in float_nodes or group_of[n] in float_nodes:
                 continue
             for p in _tensor_inputs(n):
@@ -132,7 +144,7 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
                     src = src.inputs[0]
                 end = members[group_of[src]][-1]
                 target = src if end is src or group_of[end] is not group_of[src] else end
-                while target.kind in MEMORY_ONLY and target.inputs:
+                while target.kind in _MEMORY and target.inputs:
                     target = target.inputs[0]
                 if target.is_tensor and target.kind is not OpKind.CONST \
                         and target not in float_nodes and target not in placement._set:
