@@ -17,7 +17,7 @@ from .naming import model_name_of
 from .ir import Graph, Node
 from .ops import OpKind, kind_of_call, kind_of_module
 from .passes.normalize import normalize
-from .tracer import LEAF_REPLACEMENTS, ConcreteTracer, prune
+from .tracer import ConcreteTracer, leaf_replacement, prune
 
 __all__ = ["capture"]
 
@@ -140,8 +140,9 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
         node.meta["fx_name"] = fxn.name
         if fxn.op == "call_module":
             mod = gm.get_submodule(fxn.target)
-            if type(mod) in LEAF_REPLACEMENTS:      # e.g. timm HardSwish -> nn.Hardswish
-                mod = LEAF_REPLACEMENTS[type(mod)]()
+            replacement = leaf_replacement(type(mod))
+            if replacement is not None:             # e.g. timm HardSwish -> nn.Hardswish
+                mod = replacement()
                 node.kind = kind_of_module(mod)
             node.module, node.module_path = mod, fxn.target
             for pname, p in list(mod.named_parameters(recurse=False)) + \

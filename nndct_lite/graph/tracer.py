@@ -25,7 +25,7 @@ from torch.fx.node import map_arg
 from .._log import get_logger
 from ..errors import TraceError
 
-__all__ = ["ScopeTracer", "ConcreteTracer", "UNKNOWN", "LEAF_REPLACEMENTS"]
+__all__ = ["ScopeTracer", "ConcreteTracer", "UNKNOWN", "leaf_replacement"]
 
 log = get_logger("graph")
 
@@ -59,19 +59,19 @@ _SHAPE_METHODS = frozenset({"size", "dim", "ndimension", "numel", "nelement", "t
 _SHAPE_FUNCTIONS = {torch.numel, torch.is_tensor, torch.is_floating_point}
 
 
-def _timm_replacements() -> dict:
-    """timm's composite activation classes -> the torch module computing the same function."""
-    try:
-        from timm.layers import activations as A
-    except Exception:  # timm is optional
-        return {}
-    table = {"HardSwish": nn.Hardswish, "HardSigmoid": nn.Hardsigmoid, "Swish": nn.SiLU,
-             "Mish": nn.Mish}
-    return {getattr(A, k): v for k, v in table.items() if isinstance(getattr(A, k, None), type)}
+#: (module, class name) of composite activation classes traced as one leaf and replaced by the
+#: equal ``torch.nn`` module in the IR. Matched by name, so timm (optional) is never imported.
+_LEAF_REPLACEMENTS: dict[tuple[str, str], type[nn.Module]] = {
+    ("timm.layers.activations", "HardSwish"): nn.Hardswish,
+    ("timm.layers.activations", "HardSigmoid"): nn.Hardsigmoid,
+    ("timm.layers.activations", "Swish"): nn.SiLU,
+    ("timm.layers.activations", "Mish"): nn.Mish,
+}
 
 
-#: module classes traced as one leaf and replaced by the equal ``torch.nn`` module in the IR
-LEAF_REPLACEMENTS: dict[type, type] = _timm_replacements()
+def leaf_replacement(cls: type) -> type[nn.Module] | None:
+    """The ``torch.nn`` class a composite activation class is captured as, else None."""
+    return _LEAF_REPLACEMENTS.get((cls.__module__, cls.__name__))
 
 
 class ScopeTracer(fx.Tracer):
@@ -84,7 +84,7 @@ class ScopeTracer(fx.Tracer):
         self._paths = [""]
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if type(m) in LEAF_REPLACEMENTS:
+        if leaf_replacement(type(m)) is not None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
