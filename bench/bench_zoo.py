@@ -219,7 +219,12 @@ def coverage_section(zoo, rows: list[dict], cmd: str, meta: dict) -> str:
 def write_page(path: Path, section: str) -> None:
     """Replace the ``## Coverage`` section of ``path`` (or add it below the page's other
     sections, which are kept as they are)."""
-    head = "# Model zoo\n\n"
+    head = ("# Model zoo\n\n"
+            "Which timm and torchvision architectures go through the whole flow today (trace, "
+            "calibrate, test, the three deploy exports and their checks), what calibration costs "
+            "and how much of the float output the default configuration keeps. The test suite "
+            "`tests/zoo/` checks the same table: `python -m pytest -q -p no:cacheprovider "
+            "tests/zoo` (add `-m \"not slow\"` for the cheap half).\n\n")
     if path.exists():
         text = path.read_text()
         parts = text.split("\n## ")
