@@ -63,7 +63,7 @@ def module_ctor(node: Node) -> str:
     for pname, p in inspect.signature(cls.__init__).parameters.items():
         if pname in _SKIP_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        if pname == "bias" and not isinstance(p.default, bool) is False and \
+        if pname == "bias" and isinstance(p.default, bool) is not False and \
                 isinstance(getattr(m, "bias", None), (torch.Tensor, type(None))):
             kwargs.append(f"bias={'bias' in node.params}")
             continue

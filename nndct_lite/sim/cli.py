@@ -106,7 +106,8 @@ def format_graph(graph, brief: bool = False, path: str | None = None) -> str:
             kind = ("root, " if depth == 0 else "") + ("leaf" if sg.is_leaf else "branch")
             n = len(sg.all_ops()) if depth else len(graph)
             attrs = ", ".join(f"{k}={a.short_str()}" for k, a in sg.attrs.items())
-            lines.append("  " * (depth + 1) + f"{sg.name} ({kind}, {n} ops)" + (f" [{attrs}]" if attrs else ""))
+            lines.append("  " * (depth + 1) + f"{sg.name} ({kind}, {n} ops)"
+                         + (f" [{attrs}]" if attrs else ""))
     return "\n".join(lines)
 
 

@@ -135,7 +135,8 @@ class Simulator:
             expect = (ctx.batch,) + stored[1:]
         if tuple(v.shape) != expect and not (stored == () and v.shape in ((), (1,))):
             raise SimError(f"op {op.name!r} ({op.type}): simulated shape {list(v.shape)} differs "
-                           f"from the stored output dims {list(stored)} (expected {list(expect)})", where=op.name,
+                           f"from the stored output dims {list(stored)} (expected {list(expect)})",
+                           where=op.name,
                            hint="the xmodel is inconsistent, or pass check_shapes=False")
 
     def _prepare_inputs(self, inputs, layout: str) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The frozen quantization result (:class:`~nndct_lite.result.QuantResult`) -> XGraph, laid out like the original quantizer's export.
+"""The frozen quantization result (:class:`~nndct_lite.result.QuantResult`) -> XGraph, laid out
+like the original quantizer's export.
 
 Parameters first (``const`` holding the quantized float32 values + ``fix``), then the input
 ``data`` + ``fix``, then the ops of each node in graph order, a ``fix`` after every quantized
@@ -247,7 +248,8 @@ class _Builder:
                 try:
                     parse_data_type(op.attr("data_type", ""))
                 except ValueError as e:
-                    raise ExportError(f"CPU op {op.name!r} ({op.type}): {e}", where=op.name)
+                    raise ExportError(f"CPU op {op.name!r} ({op.type}): {e}",
+                                      where=op.name) from e
                 if tuple(op.attr("shape", ())) != tuple(op.output.shape):
                     raise ExportError(f"CPU op {op.name!r} ({op.type}): shape attribute "
                                       f"{op.attr('shape')} differs from its output "

@@ -44,7 +44,7 @@ def _window(b, node: Node):
     pads, mode = [pw, pw, ph, ph], "FLOOR"
     if ceil:
         mode = "CEIL"
-        for i, (n, k, s, p, o) in enumerate(((iw, ks[1], st[1], pw, ow), (ih, ks[0], st[0], ph, oh))):
+        for n, k, s, p, o in ((iw, ks[1], st[1], pw, ow), (ih, ks[0], st[0], ph, oh)):
             xir = math.ceil((n + 2 * p - k) / s) + 1
             if xir != o:     # torch drops a last window that starts in the padding: pad less
                 mode = "FLOOR"
