@@ -92,6 +92,7 @@ def train(model, x, y, epochs=40):
 
 
 def get_model(train_x, train_y, retrain=False) -> nn.Module:
+    torch.manual_seed(0)          # the initial weights too: a fresh run trains the same model
     model = DigitsResNet()
     if CACHE.is_file() and not retrain:
         model.load_state_dict(torch.load(CACHE, map_location="cpu", weights_only=True))
