@@ -194,14 +194,17 @@ class torch_quantizer:  # noqa: N801 - the original's name
         s = self._require_session("export_quant_config")
         return s.export_quant_config()
 
-    def fast_finetune(self, run_fn: Callable[..., object], run_args: tuple) -> None:
-        """AdaQuant-style layer-wise finetuning (calib mode), then saves ``param.pth``."""
+    def fast_finetune(self, run_fn: Callable[..., object], run_args: tuple,
+                      method: str | None = None) -> None:
+        """Layer-wise finetuning (calib mode), then saves ``param.pth``. The method is the
+        config's ``fast_finetune_method`` (default ``"adaquant"``, the original's AdaQuant;
+        also ``"gptq"``, ``"adaround"``); ``method=`` overrides it for this call."""
         s = self._require_session("fast_finetune")
         if self.mode is not QuantMode.CALIB:
             log.warning("[QUANTIZER_TORCH_FINETUNE_IGNORED] fast_finetune is ignored in test mode")
             return
         from .algorithms.fast_finetune import fast_finetune
-        fast_finetune(s, run_fn, run_args)
+        fast_finetune(s, run_fn, run_args, method=method)
 
     def load_ft_param(self) -> None:
         """Load ``param.pth`` written by fast_finetune (test mode)."""

@@ -1,14 +1,20 @@
-"""Fast finetune (AdaQuant family; numerics.md 11): layer by layer, learn the float weights and
-biases of each conv/linear so that its quantized output reconstructs the float model's output of
-that layer, on a small cached data set. Fix positions stay frozen while tuning.
+"""Fast finetune: layer-wise reconstruction of the quantized model, chosen by the config key
+``fast_finetune_method`` (``FinetuneMethod``):
 
-Differences from vai_q_pytorch, on purpose: the per-epoch acceptance test uses the layer's own
-reconstruction loss on the cached data (not a full network evaluation per epoch), and every layer
-is checked once against the network loss afterwards and reverted if it made the network worse, so
-fast finetune never makes the calibrated model worse on the cached data."""
+* ``adaquant`` (the default, the original's; numerics.md 11): layer by layer, learn the float
+  weights and biases of each conv/linear so that its quantized output reconstructs the float
+  model's output of that layer, on a small cached data set. Fix positions stay frozen while tuning.
+* ``gptq`` (``gptq.py``) and ``adaround`` (``adaround.py``): choose the rounding of every weight
+  on the grid calibration fixed, in one quantized pass over the cached data (``layerwise.py``).
+
+Differences of ``adaquant`` from vai_q_pytorch, on purpose: the per-epoch acceptance test uses the
+layer's own reconstruction loss on the cached data (not a full network evaluation per epoch), and
+every layer is checked once against the network loss afterwards and reverted if it made the
+network worse, so fast finetune never makes the calibrated model worse on the cached data."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -19,20 +25,25 @@ import torch.nn.functional as F
 
 from .._log import get_logger, progress
 from ..calib.bias_correction import BiasCorrector
-from ..errors import CalibrationError
+from ..config.spec import FinetuneMethod
+from ..errors import CalibrationError, ConfigError
 from ..graph.ops import OpKind
 from ..quant.build import layer_of, quantizers, set_mode
 from ..quant.modes import model_transaction
-from ..state.files import atomic_torch_save
-from ..state.layout import PARAM_FILE
+from ..state.files import atomic_torch_save, atomic_write_text
+from ..state.layout import PARAM_FILE, RESOLVED_CONFIG_FILE
 from ..state.modes import QuantMode
+from .adaround import AdaroundOptions, AdaroundTuner
+from .gptq import GptqOptions, GptqTuner
+from .layerwise import ACTS as _ACTS
+from .layerwise import RunFn, run_layerwise
+from .layerwise import capture_inputs as _capture_inputs
+from .layerwise import set_bias_corrector as _set_bias_corrector
 from .protocols import FinetuneSession, RankSync
 
-__all__ = ["FinetuneOptions", "fast_finetune"]
+__all__ = ["FinetuneOptions", "fast_finetune", "finetune_method"]
 
 log = get_logger("algorithms")
-_ACTS = {OpKind.RELU: F.relu, OpKind.RELU6: F.relu6, OpKind.HARDSIGMOID: F.hardsigmoid,
-         OpKind.HARDSWISH: F.hardswish}
 
 
 @dataclass(frozen=True)
@@ -40,26 +51,8 @@ class FinetuneOptions:
     max_epochs: int = 100
     lr_factor: float = 0.01
     min_lr: float = 1e-5
-
-
-RunFn = Callable[..., object]
-
-
-def _capture_inputs(model: nn.Module, run_fn: RunFn, run_args: Iterable[Any]) -> list[tuple]:
-    batches: list[tuple] = []
-
-    def hook(_m: nn.Module, args: tuple) -> None:
-        batches.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
-    h = model.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            run_fn(*run_args)
-    finally:
-        h.remove()
-    if not batches:
-        raise CalibrationError("fast_finetune: run_fn never called quant_model",
-                               hint="run_fn(*run_args) must forward quantizer.quant_model")
-    return batches
+    gptq: GptqOptions = GptqOptions()
+    adaround: AdaroundOptions = AdaroundOptions()
 
 
 def _outputs(model: nn.Module, batches: list[tuple]) -> list[Any]:
@@ -185,31 +178,90 @@ def _pred(layer: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Ten
     return act(y) if act is not None else y
 
 
+def finetune_method(value: FinetuneMethod | str | None,
+                    default: FinetuneMethod = FinetuneMethod.ADAQUANT) -> FinetuneMethod:
+    """``value`` as a ``FinetuneMethod`` (None: ``default``); a clear error for a wrong word."""
+    if value is None:
+        return default
+    if isinstance(value, FinetuneMethod):
+        return value
+    allowed = ", ".join(repr(m.value) for m in FinetuneMethod)
+    if isinstance(value, str):
+        for m in FinetuneMethod:
+            if m.value == value.lower():
+                return m
+    raise ConfigError(f"fast_finetune_method {value!r} is not an accepted value; allowed: "
+                      f"{allowed}", where="fast_finetune(method=...)",
+                      hint=f"pass one of {allowed}, or set the config key fast_finetune_method")
+
+
 def fast_finetune(session: FinetuneSession, run_fn: RunFn, run_args: Iterable[Any],
-                  opts: FinetuneOptions = FinetuneOptions()) -> None:
+                  opts: FinetuneOptions = FinetuneOptions(),
+                  method: FinetuneMethod | str | None = None) -> None:
     """Run fast finetune on ``session`` (calib mode); writes ``param.pth``.
+
+    ``method``: None runs the config's ``fast_finetune_method`` (default ``adaquant``).
 
     Exception-safe: when it fails or is interrupted, the model's parameters, modes, quantizer
     parameters, observers and bias correctors are put back as they were before the call."""
+    config = getattr(session, "config", None)
+    configured = getattr(config, "fast_finetune_method", FinetuneMethod.ADAQUANT)
+    chosen = finetune_method(method, configured)
+    source = "config file" if method is None else "fast_finetune(method=...)"
+    if method is None and getattr(config, "sources", {}).get("fast_finetune_method") != "file":
+        source = "default"
     model = session.model
+    if chosen is not FinetuneMethod.ADAQUANT and session.dist is not None:
+        raise ConfigError(f"fast_finetune_method {chosen.value!r} does not run distributed "
+                          "(session.dist): only 'adaquant' merges its layer updates across "
+                          "processes", where="fast_finetune_method",
+                          hint="run gptq/adaround in one process (its result loads in every "
+                               "rank's test mode), or use fast_finetune_method 'adaquant'")
     with model_transaction(model):
-        reverted, n_layers = _finetune(session, model, run_fn, run_args, opts)
+        if chosen is FinetuneMethod.ADAQUANT:
+            reverted, n_layers = _finetune(session, model, run_fn, run_args, opts)
+        else:
+            tuner = GptqTuner(opts.gptq) if chosen is FinetuneMethod.GPTQ \
+                else AdaroundTuner(opts.adaround)
+            n_layers = run_layerwise(session, model, run_fn, run_args, tuner,
+                                     desc=f"fast finetune ({chosen.value})",
+                                     float_targets=chosen is FinetuneMethod.ADAROUND)
+            reverted = 0
     session.fast_finetuned = True
     session.forwards = 0
     state = model.state_dict()
+    record = {"method": chosen.value, "source": source, "layers": n_layers,
+              "layers_reverted": reverted}
+
+    def write() -> Any:
+        _record_method(session, record)
+        return atomic_torch_save(state, session.output_dir / PARAM_FILE)
     if session.dist is None:
-        path = atomic_torch_save(state, session.output_dir / PARAM_FILE)
+        path = write()
     else:   # rank 0 writes, once every rank holds the same parameters
-        path = session.dist.write_once(
-            lambda: atomic_torch_save(state, session.output_dir / PARAM_FILE),
-            "writing param.pth", agree=state)
-    log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
-             "weights (tuning did not lower the network loss)", path, reverted, n_layers)
+        path = session.dist.write_once(write, "writing param.pth", agree=state)
+    if chosen is FinetuneMethod.ADAQUANT:
+        log.info("=>Exporting quant model parameters.(%s); %d of %d layers kept their float "
+                 "weights (tuning did not lower the network loss)", path, reverted, n_layers)
+    else:
+        log.info("=>Exporting quant model parameters.(%s); %s rounded %d layers", path,
+                 chosen.value, n_layers)
 
 
-def _set_bias_corrector(mod: nn.Module, bc: BiasCorrector | None) -> None:
-    # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value works
-    mod.bias_corrector = bc  # type: ignore[assignment]
+def _record_method(session: FinetuneSession, record: dict) -> None:
+    """Add what ran to ``resolved_config.json`` (when the session wrote one)."""
+    path = session.output_dir / RESOLVED_CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    data["fast_finetune"] = record
+    switch = data.get("switches", {}).get("fast_finetune_method")
+    if isinstance(switch, dict):
+        switch["ran"] = record["method"]
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _finetune(session: FinetuneSession, model: nn.Module, run_fn: RunFn, run_args: Iterable[Any],

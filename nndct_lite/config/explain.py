@@ -40,8 +40,10 @@ def spec_json(resolved: ResolvedSpec) -> dict:
 def explain(config: QuantConfig, plan: QuantPlan | None = None) -> dict:
     """Everything that was resolved, with sources, as a JSON-ready dict."""
     switches = {key: {"value": getattr(config, key), "source": config.sources.get(key, "default")}
-                for key in (*SWITCH_KEYS, "target_device", "onnx_opset_version")}
+                for key in (*SWITCH_KEYS, "target_device", "onnx_opset_version",
+                            "fast_finetune_method")}
     switches["target_device"]["value"] = config.target_device.value
+    switches["fast_finetune_method"]["value"] = config.fast_finetune_method.value
     switches["convert_relu6_to_relu"]["effective"] = config.effective_relu6_to_relu
     out: dict[str, Any] = {
         "version": RESOLVED_CONFIG_VERSION,
@@ -133,7 +135,7 @@ def format_explain(config: QuantConfig, plan: QuantPlan | None = None) -> str:
     lines = [f"config file: {config.path or '(none: default configuration)'}",
              f"target_device: {config.target_device.value} "
              f"({config.sources.get('target_device', 'default')})"]
-    for key in (*SWITCH_KEYS, "onnx_opset_version"):
+    for key in (*SWITCH_KEYS, "onnx_opset_version", "fast_finetune_method"):
         lines.append(f"{key}: {_cell(getattr(config, key))} ({config.sources.get(key, 'default')})")
     header = ["tensor"] + [h for _, h in _COLUMNS] + ["from"]
     rows = [header] + [[k.value] + [_cell(getattr(s.spec, f)) for f, _ in _COLUMNS] + [_origin(s)]

@@ -21,8 +21,8 @@ import jsonschema
 from .._log import get_logger
 from ..errors import ConfigError
 from .rules import SpecState, check_spec, dpu_round, dpu_bias_matches_activation
-from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, DPU_ACT_SPEC, LayerRule, QuantConfig,
-                   QuantSpec, TargetDevice, TensorKind)
+from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, DPU_ACT_SPEC, FinetuneMethod, LayerRule,
+                   QuantConfig, QuantSpec, TargetDevice, TensorKind)
 
 __all__ = ["load_config", "parse_config", "default_config", "config_schema", "SCHEMA_PATH"]
 
@@ -38,6 +38,7 @@ _SPELLINGS: dict[str, dict[str, str]] = {
     "scale_type": {"poweroftwo": "poweroftwo", "power_of_two": "poweroftwo", "float": "float"},
     "calib_statistic_method": {w: w for w in ("modal", "max", "mean", "median")},
     "quantizable_data_type": {k.value: k.value for k in TensorKind},
+    "fast_finetune_method": {m.value: m.value for m in FinetuneMethod},
 }
 
 # why a number outside its range cannot work
@@ -212,9 +213,10 @@ def _normalise(data: Any) -> Any:
     if not isinstance(data, dict):
         return data
     out = _norm_level(data)
-    device = out.get("target_device")
-    if isinstance(device, str):
-        out["target_device"] = _SPELLINGS["target_device"].get(device.lower(), device)
+    for key in ("target_device", "fast_finetune_method"):
+        word = out.get(key)
+        if isinstance(word, str):
+            out[key] = _SPELLINGS[key].get(word.lower(), word)
     if isinstance(out.get("layer_quantize_config"), list):
         out["layer_quantize_config"] = [_norm_level(e) if isinstance(e, dict) else e
                                         for e in out["layer_quantize_config"]]
@@ -372,9 +374,12 @@ class _Builder:
         self._late_warnings(rules, glob)
         switches = {k: data.get(k, default) for k, default in SWITCH_KEYS.items()}
         sources = {k: ("file" if k in data else "default")
-                   for k in (*SWITCH_KEYS, "target_device", "onnx_opset_version")}
+                   for k in (*SWITCH_KEYS, "target_device", "onnx_opset_version",
+                             "fast_finetune_method")}
         return QuantConfig(path=self.path, target_device=self.device, **switches,
                            onnx_opset_version=data.get("onnx_opset_version"),
+                           fast_finetune_method=FinetuneMethod(
+                               data.get("fast_finetune_method", "adaquant")),
                            global_specs={k: s.frozen() for k, s in glob.items()},
                            layer_rules=rules, quantizable_data_type=top_kinds,
                            sources=sources, warnings=tuple(self.warnings))

@@ -12,9 +12,9 @@ from typing import Any, Mapping
 from ..numerics.rounding import RoundMode
 from ..numerics.fixpoint import IntRange, int_range
 
-__all__ = ["CalibMethod", "ScaleType", "StatMethod", "TargetDevice", "TensorKind", "DataType",
-           "QuantSpec", "RoundMode", "ResolvedSpec", "LayerRule", "QuantConfig", "KIND_ORDER",
-           "SPEC_KEYS", "SWITCH_KEYS"]
+__all__ = ["CalibMethod", "FinetuneMethod", "ScaleType", "StatMethod", "TargetDevice",
+           "TensorKind", "DataType", "QuantSpec", "RoundMode", "ResolvedSpec", "LayerRule",
+           "QuantConfig", "KIND_ORDER", "SPEC_KEYS", "SWITCH_KEYS"]
 
 
 class CalibMethod(enum.Enum):
@@ -24,6 +24,13 @@ class CalibMethod(enum.Enum):
     PERCENTILE = "percentile"
     ENTROPY = "entropy"
     MSE = "mse"
+
+
+class FinetuneMethod(enum.Enum):
+    """The layer-wise reconstruction ``fast_finetune`` runs (``fast_finetune_method``)."""
+    ADAQUANT = "adaquant"    #: the original's AdaQuant (learns float weights and biases)
+    GPTQ = "gptq"            #: Hessian-based column-wise rounding with error feedback
+    ADAROUND = "adaround"    #: learned rounding (up or down per weight)
 
 
 class ScaleType(enum.Enum):
@@ -177,6 +184,7 @@ class QuantConfig:
     change_pool_input_fix: bool = _switch(
         False, "Give pooling inputs the fix position of the pooling output.")
     onnx_opset_version: int | None = None
+    fast_finetune_method: FinetuneMethod = FinetuneMethod.ADAQUANT
     global_specs: Mapping[TensorKind, ResolvedSpec] = field(default_factory=dict)
     layer_rules: tuple[LayerRule, ...] = ()
     quantizable_data_type: frozenset[TensorKind] = frozenset(TensorKind)
