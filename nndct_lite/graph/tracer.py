@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx import _symbolic_trace as _st
 from torch.fx.node import map_arg
 
 from .._log import get_logger
@@ -30,16 +29,23 @@ __all__ = ["ScopeTracer", "ConcreteTracer", "UNKNOWN", "leaf_replacement"]
 log = get_logger("graph")
 
 
-class _unpatched:
-    """Run real modules while fx has ``nn.Module.__call__``/``__getattr__`` patched for tracing."""
+class _RealModules:
+    """Inside the block, modules run for real while fx is tracing: the tracer's
+    ``call_module``/``getattr`` hooks pass calls and attribute reads straight through.
+
+    (Swapping ``nn.Module.__call__``/``__getattr__`` back on the class would do the same, but every
+    assignment to a class attribute invalidates CPython's type cache for all subclasses of
+    ``nn.Module``: with thousands of them loaded, that cost dominated tracing and grew with
+    every model class the process had seen.)"""
+
+    def __init__(self, tracer: "ScopeTracer"):
+        self._tracer = tracer
 
     def __enter__(self):
-        self._saved = nn.Module.__call__, nn.Module.__getattr__
-        nn.Module.__call__ = _st._orig_module_call
-        nn.Module.__getattr__ = _st._orig_module_getattr
+        self._tracer._real_modules += 1
 
     def __exit__(self, *exc):
-        nn.Module.__call__, nn.Module.__getattr__ = self._saved
+        self._tracer._real_modules -= 1
         return False
 
 
@@ -82,6 +88,7 @@ class ScopeTracer(fx.Tracer):
         self._root = root
         self._scopes = [type(root).__name__]
         self._paths = [""]
+        self._real_modules = 0      # > 0 inside _RealModules: no tracing, real calls
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if leaf_replacement(type(m)) is not None:
@@ -89,6 +96,8 @@ class ScopeTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m, forward, args, kwargs):
+        if self._real_modules:
+            return forward(*args, **kwargs)
         path = self.path_of_module(m)
         parent = self._paths[-1]
         rel = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
@@ -110,6 +119,11 @@ class ScopeTracer(fx.Tracer):
         finally:
             self._scopes.pop()
             self._paths.pop()
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._real_modules:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
@@ -208,7 +222,7 @@ class ConcreteTracer(ScopeTracer):
             self.values[node], self.static[node] = value, False
             return
         if node.op == "get_attr":
-            with _unpatched():
+            with _RealModules(self):
                 try:
                     value = self.root
                     for part in node.target.split("."):
@@ -225,7 +239,7 @@ class ConcreteTracer(ScopeTracer):
         args = map_arg(node.args, self.values.__getitem__)
         kwargs = map_arg(node.kwargs, self.values.__getitem__)
         try:
-            with torch.no_grad(), _unpatched():
+            with torch.no_grad(), _RealModules(self):
                 if node.op == "call_function":
                     value = node.target(*args, **kwargs)
                 elif node.op == "call_method":
