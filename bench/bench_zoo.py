@@ -133,7 +133,7 @@ def coverage_section(zoo, rows: list[dict], cmd: str, meta: dict) -> str:
         "images, the deployed forms compared with the test-mode output of another batch of "
         f"{meta['batch']}. The model table and the stages are "
         "[tests/zoo/zoo_models.py](../tests/zoo/zoo_models.py), which the test suite "
-        "(`tests/zoo/`) runs too; a ✗ there is a strict xfail in the suite.",
+        "(`tests/zoo/`) runs too (the default run takes the 13 models of `zoo_models.CORE`, `--zoo=all` every model); a ✗ there is a strict xfail in the suite.",
         "",
         "Stages: **trace** `torch_quantizer('calib', …)`; **calib** the calibration forwards "
         "and `export_quant_config()`; **test** `torch_quantizer('test', …)` at the batch and "
@@ -223,8 +223,9 @@ def write_page(path: Path, section: str) -> None:
             "Which timm and torchvision architectures go through the whole flow today (trace, "
             "calibrate, test, the three deploy exports and their checks), what calibration costs "
             "and how much of the float output the default configuration keeps. The test suite "
-            "`tests/zoo/` checks the same table: `python -m pytest -q -p no:cacheprovider "
-            "tests/zoo` (add `-m \"not slow\"` for the cheap half).\n\n")
+            "`tests/zoo/` checks the same table: the default test run takes the 13 models of "
+            "`zoo_models.CORE` through every stage, `python -m pytest -q -p no:cacheprovider "
+            "tests/zoo --zoo=all` all of them.\n\n")
     if path.exists():
         text = path.read_text()
         parts = text.split("\n## ")

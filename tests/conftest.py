@@ -11,8 +11,24 @@ import pytest
 import nndct_lite
 
 
+def pytest_addoption(parser):
+    parser.addoption("--zoo", choices=("core", "all"), default=os.environ.get("NNDCT_LITE_ZOO", "core"),
+                     help="zoo suite (tests/zoo): 'core' (default) takes the models of "
+                          "zoo_models.CORE through every stage, 'all' every model of the table "
+                          "(about 15 minutes more on two cores); env NNDCT_LITE_ZOO sets the default")
+
+
 def pytest_report_header(config):
-    return f"nndct_lite from {Path(nndct_lite.__file__).parent}"
+    return [f"nndct_lite from {Path(nndct_lite.__file__).parent}", f"zoo: {config.getoption('zoo')}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("zoo") == "all":
+        return
+    keep = [it for it in items if it.get_closest_marker("zoo_full") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[it for it in items if it.get_closest_marker("zoo_full")])
+        items[:] = keep
 
 
 if os.environ.get("NNDCT_LITE_EXPECT_INSTALLED"):

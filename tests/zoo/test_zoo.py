@@ -5,8 +5,8 @@ trace -> calib -> test (a batch and batch 1) -> export_xmodel (the real XIR libr
 export_torch_script -> torch.jit.load agrees ("agrees": zoo_models.compare).
 
 One test per (model, stage). A module-scoped fixture per model runs the stages on demand and
-caches them, so no stage recalibrates. The models marked ``slow`` in the table are the heavy
-half (``-m "not slow"`` runs the cheap half). Stages that fail today because of library gaps
+caches them, so no stage recalibrates. The default run takes the models of zoo_models.CORE;
+``--zoo=all`` (or ``NNDCT_LITE_ZOO=all``) takes all of them (marker ``zoo_full`` on the rest). Stages that fail today because of library gaps
 are strict xfails from zoo_models.KNOWN_FAILURES, matched on the exact error line: a fix makes
 them XPASS (and fail) until the table is updated; a different error fails.
 
@@ -33,7 +33,7 @@ class KnownFailure(Exception):
 def _cases():
     for spec in zm.MODELS:
         for stage in zm.STAGES:
-            marks = [pytest.mark.slow] if spec.slow else []
+            marks = [] if spec.id in zm.CORE else [pytest.mark.zoo_full]
             reason = zm.known_failure(spec.id, stage)
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason, raises=KnownFailure))
@@ -85,8 +85,8 @@ def test_table():
         while dep is not None:   # a dependent stage inherits its reason: one entry per chain
             assert (model_id, dep) not in zm.KNOWN_FAILURES, (model_id, stage, dep)
             dep = zm.DEPENDS[dep]
-    slow = sum(m.slow for m in zm.MODELS)
-    assert 0 < slow < len(zm.MODELS)
+    assert set(zm.CORE) <= set(zm.BY_ID), set(zm.CORE) - set(zm.BY_ID)
+    assert 10 <= len(set(zm.CORE)) == len(zm.CORE) < len(zm.MODELS)
 
 
 def test_compare_can_fail():

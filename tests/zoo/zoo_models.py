@@ -45,14 +45,12 @@ DEPENDS = {"trace": None, "calib": "trace", "test": "calib", "xmodel": "test", "
 # --------------------------------------------------------------------------- the model table
 @dataclass(frozen=True)
 class ZooModel:
-    """``id`` is ``<source>-<name>``; ``size`` the input height = width; ``slow`` puts every
-    stage of the model behind the ``slow`` marker; ``exact`` says the model's xmodel holds only
+    """``id`` is ``<source>-<name>``; ``size`` the input height = width; ``exact`` says the model's xmodel holds only
     fixed-point ops (``Simulator.float_ops`` is empty; the sim test checks the table says so)."""
 
     id: str
     build: Callable[[], nn.Module] = field(repr=False, compare=False)
     size: int = 64
-    slow: bool = False
     exact: bool = True
 
     @property
@@ -141,59 +139,71 @@ MODELS: list[ZooModel] = [
     # timm, classification
     _m("timm", "resnet18"),
     _m("timm", "resnet18d"),
-    _m("timm", "resnet50d", slow=True),
+    _m("timm", "resnet50d"),
     _m("timm", "resnext26ts", exact=False),
-    _m("timm", "seresnext26d_32x4d", exact=False, slow=True),
+    _m("timm", "seresnext26d_32x4d", exact=False),
     _m("timm", "regnetx_002"),
     _m("timm", "regnety_002", exact=False),
     _m("timm", "mobilenetv2_050"),
     _m("timm", "mobilenetv3_small_050"),
-    _m("timm", "mobilenetv3_large_100", slow=True),
+    _m("timm", "mobilenetv3_large_100"),
     _m("timm", "tinynet_e", exact=False),
     _m("timm", "efficientnet_b0", exact=False),
-    _m("timm", "efficientnet_lite0", slow=True),
-    _m("timm", "mnasnet_small", exact=False, slow=True),
-    _m("timm", "fbnetc_100", slow=True),
+    _m("timm", "efficientnet_lite0"),
+    _m("timm", "mnasnet_small", exact=False),
+    _m("timm", "fbnetc_100"),
     _m("timm", "ghostnet_050"),
     _m("timm", "hardcorenas_a"),
     _m("timm", "lcnet_050"),
-    _m("timm", "mixnet_s", exact=False, slow=True),
-    _m("timm", "rexnet_100", exact=False, slow=True),
-    _m("timm", "densenet121", slow=True),
+    _m("timm", "mixnet_s", exact=False),
+    _m("timm", "rexnet_100", exact=False),
+    _m("timm", "densenet121"),
     _m("timm", "dla34"),
-    _m("timm", "dpn68", slow=True),
-    _m("timm", "vgg11_bn", slow=True),
+    _m("timm", "dpn68"),
+    _m("timm", "vgg11_bn"),
     _m("timm", "repvgg_a0"),
-    _m("timm", "cspresnet50", slow=True),
-    _m("timm", "cspdarknet53", slow=True),
+    _m("timm", "cspresnet50"),
+    _m("timm", "cspdarknet53"),
     _m("timm", "darknet17"),
-    _m("timm", "hrnet_w18_small", slow=True),
+    _m("timm", "hrnet_w18_small"),
     _m("timm", "convnext_atto", exact=False),
     _m("timm", "mobilevit_xxs", exact=False),
-    _m("timm", "efficientvit_b0", exact=False, slow=True),
-    _m("timm", "inception_v3", size=96, slow=True),
-    _m("timm", "selecsls42b", slow=True),
+    _m("timm", "efficientvit_b0", exact=False),
+    _m("timm", "inception_v3", size=96),
+    _m("timm", "selecsls42b"),
     _m("timm", "gernet_s"),
-    _m("timm", "res2net50_14w_8s", slow=True),
-    _m("timm", "mobileone_s0", slow=True),
+    _m("timm", "res2net50_14w_8s"),
+    _m("timm", "mobileone_s0"),
     # torchvision, classification
     _m("tv", "resnet18"),
     _m("tv", "mobilenet_v2"),
     _m("tv", "mobilenet_v3_small"),
-    _m("tv", "shufflenet_v2_x0_5", slow=True),
+    _m("tv", "shufflenet_v2_x0_5"),
     _m("tv", "squeezenet1_1"),
-    _m("tv", "mnasnet0_5", slow=True),
-    _m("tv", "efficientnet_b0", exact=False, slow=True),
-    _m("tv", "regnet_x_400mf", slow=True),
-    _m("tv", "googlenet", build=_tv("googlenet", aux_logits=False, init_weights=False), slow=True),
+    _m("tv", "mnasnet0_5"),
+    _m("tv", "efficientnet_b0", exact=False),
+    _m("tv", "regnet_x_400mf"),
+    _m("tv", "googlenet", build=_tv("googlenet", aux_logits=False, init_weights=False)),
     # torchvision, segmentation and detection backbones
     _m("tv", "lraspp_mobilenet_v3_large", build=_tv_seg("lraspp_mobilenet_v3_large"),
        exact=False),
-    _m("tv", "fcn_resnet50", build=_tv_seg("fcn_resnet50"), slow=True),
+    _m("tv", "fcn_resnet50", build=_tv_seg("fcn_resnet50")),
     _m("tv", "fpn_resnet18", build=_tv_fpn("resnet18")),
-    _m("tv", "fpn_mobilenet_v3_small", build=_tv_mobile_fpn("mobilenet_v3_small"), slow=True),
+    _m("tv", "fpn_mobilenet_v3_small", build=_tv_mobile_fpn("mobilenet_v3_small")),
 ]
 BY_ID = {m.id: m for m in MODELS}
+
+#: The models the default test run takes through every stage (the rest run with ``--zoo=all``
+#: and in bench/bench_zoo.py): the three models with the original's goldens, every family of
+#: op the exporters handle (depthwise and grouped convs, SE gates, hard-swish, channel shuffle,
+#: layer norm and attention on the CPU, multi-output detection and segmentation heads), small
+#: enough that all of them take a few minutes on two cores.
+CORE = (
+    "timm-mobilenetv3_small_050", "timm-tinynet_e", "timm-ghostnet_050",   # the goldens
+    "timm-resnet18", "timm-regnety_002", "timm-lcnet_050", "timm-repvgg_a0",
+    "timm-convnext_atto", "timm-mobilevit_xxs", "tv-mobilenet_v2", "tv-shufflenet_v2_x0_5",
+    "tv-lraspp_mobilenet_v3_large", "tv-fpn_resnet18",
+)
 
 
 # --------------------------------------------------------------------------- known failures
