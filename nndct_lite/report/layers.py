@@ -401,11 +401,25 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
                 float_out[node] = out.detach().clone()
         return hook
 
+    # the output quantizer may round its input in place: keep a copy of what it is given
+    q_in: dict[Node, torch.Tensor] = {}
+
+    def quantizer_pre_hook(node: Node) -> Callable[[nn.Module, tuple], None]:
+        # a fused ReLU hands its input to its quantizer, which clamps at 0 (QuantOp._skip): the
+        # quantizer's own error is measured against the ReLU's result
+        fused = bool(getattr(layer_of(model, node), "relu_fused", False))
+
+        def hook(_mod: nn.Module, inp: tuple) -> None:
+            if phase["quant"] and inp and isinstance(inp[0], torch.Tensor):
+                x = inp[0].detach()
+                q_in[node] = x.clamp_min(0) if fused else x.clone()
+        return hook
+
     def quantizer_hook(node: Node) -> Callable[[nn.Module, tuple, object], None]:
-        def hook(_mod: nn.Module, inp: tuple, out: object) -> None:
-            if phase["quant"] and inp and isinstance(inp[0], torch.Tensor) \
-                    and isinstance(out, torch.Tensor):
-                q_acc[node].add(inp[0], out)
+        def hook(_mod: nn.Module, _inp: tuple, out: object) -> None:
+            ref = q_in.pop(node, None)
+            if phase["quant"] and ref is not None and isinstance(out, torch.Tensor):
+                q_acc[node].add(ref, out)
         return hook
 
     handles = []
@@ -417,7 +431,9 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
         for node in carriers:
             mod = layer_of(model, node)
             handles.append(mod.register_forward_hook(out_hook(node)))
-            handles.append(_out_q(model, node).register_forward_hook(quantizer_hook(node)))
+            out_q = _out_q(model, node)
+            handles.append(out_q.register_forward_pre_hook(quantizer_pre_hook(node)))
+            handles.append(out_q.register_forward_hook(quantizer_hook(node)))
         with _eval_no_grad(model), _final_numerics(session):
             for batch in batches:
                 args = _as_args(batch, n_inputs, session.device)
@@ -434,6 +450,7 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
         for h in handles:
             h.remove()
         float_out.clear()
+        q_in.clear()
         set_mode(model, session.mode)
         session.forwards = forwards
         if kept_list is not None:

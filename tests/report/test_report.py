@@ -94,7 +94,14 @@ def test_sqnr_is_finite_and_sensible_for_8_bit(rows):
     for r in rows:
         assert math.isfinite(r.sqnr_db), r
         assert r.sqnr_db > 20.0, r
-        assert r.quantizer_sqnr_db > 20.0, r
+        # the quantizer alone: finite (inf was the bug of comparing a tensor rounded in place
+        # with itself) and in the range int8 rounding gives
+        if r.type.startswith("MaxPool"):
+            # the max of values on its input's grid, requantized at the same fix position:
+            # the quantizer changes nothing
+            assert r.quantizer_sqnr_db == math.inf, r
+        else:
+            assert math.isfinite(r.quantizer_sqnr_db) and 25.0 < r.quantizer_sqnr_db < 60.0, r
     for r in rows:
         if r.weights is not None:
             assert 25.0 < r.weight_sqnr_db < 80.0, r
