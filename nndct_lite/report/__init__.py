@@ -8,8 +8,9 @@ See docs/reports.md.
 """
 from .files import (CHART_FILE, REPORT_FILE, REPORT_FORMAT, REPORT_JSON, load_rows, render_chart,
                     write_chart, write_report)
-from .layers import (WORST_N, LayerRow, TensorQuant, format_table, layer_report, log_report,
-                     render_markdown, short_name, sqnr_db, worst_rows)
+from .layers import layer_report, sqnr_db
+from .render import WORST_N, format_table, log_report, render_markdown, worst_rows
+from .rows import LayerRow, TensorQuant, short_name
 
 __all__ = ["layer_report", "write_report", "write_chart", "load_rows", "log_report", "LayerRow",
            "TensorQuant", "format_table", "render_markdown", "render_chart", "worst_rows",

@@ -14,7 +14,8 @@ from typing import Sequence
 from .._log import get_logger
 from ..errors import InputError
 from ..state.files import atomic_write_bytes, atomic_write_text
-from .layers import WORST_N, LayerRow, fmt_db, model_name, render_markdown, worst_rows
+from .render import WORST_N, fmt_db, model_name, render_markdown, worst_rows
+from .rows import LayerRow
 
 __all__ = ["REPORT_FILE", "REPORT_JSON", "CHART_FILE", "REPORT_FORMAT", "write_report",
            "write_chart", "load_rows", "render_chart"]
