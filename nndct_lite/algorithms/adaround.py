@@ -83,7 +83,8 @@ class AdaroundTuner:
         self.opts = opts
 
     def __call__(self, index: int, name: str, layer: Any, grid: WeightGrid,
-                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None) -> None:
+                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None,
+                 x_float: torch.Tensor | None = None) -> None:
         if target is None:
             raise ValueError("adaround needs the float model's output of every layer")
         opts = self.opts

@@ -225,7 +225,8 @@ def fast_finetune(session: FinetuneSession, run_fn: RunFn, run_args: Iterable[An
                 else AdaroundTuner(opts.adaround)
             n_layers = run_layerwise(session, model, run_fn, run_args, tuner,
                                      desc=f"fast finetune ({chosen.value})",
-                                     float_targets=chosen is FinetuneMethod.ADAROUND)
+                                     float_pass=chosen is FinetuneMethod.ADAROUND
+                                     or opts.gptq.float_inputs)
             reverted = 0
     session.fast_finetuned = True
     session.forwards = 0

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from .._log import get_logger
 from .grid import WeightGrid
 
-__all__ = ["GptqOptions", "GptqTuner", "gptq_quantize", "layer_hessian"]
+__all__ = ["GptqOptions", "GptqTuner", "Moments", "gptq_quantize", "layer_hessian",
+           "layer_moments", "float_input_fit"]
 
 log = get_logger("algorithms")
 _CHUNK = 1 << 22   # im2col elements per chunk of the Hessian accumulation
@@ -39,6 +40,8 @@ class GptqOptions:
     damp: float = 0.01          # dampening, a fraction of the mean of H's diagonal
     block: int = 128            # columns per lazy-update block
     act_order: bool = True      # columns in decreasing order of H's diagonal
+    float_inputs: bool = True   # first move W to the least-squares fit of the float output
+    fit_bias: bool = True       # then move the bias by the mean output error left (float inputs)
 
 
 def _unfold_args(layer: Any) -> tuple | None:
@@ -95,19 +98,65 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor] | None
 
 def layer_hessian(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """H = 2 X X^T / n per group, ``[groups, K, K]`` in float64 (None: layer not handled)."""
+    moments = layer_moments(layer, x)
+    return None if moments is None else moments.h
+
+
+@dataclass
+class Moments:
+    """Input statistics of one layer, per group, float64: H = 2 X X^T / n, the cross moment
+    M = 2 X_f X^T / n with the float model's input X_f, and the mean input columns."""
+
+    h: torch.Tensor
+    m: torch.Tensor | None
+    mean: torch.Tensor
+    mean_float: torch.Tensor | None
+
+
+def layer_moments(layer: nn.Module, x: torch.Tensor,
+                  x_float: torch.Tensor | None = None) -> Moments | None:
+    """The ``Moments`` of ``layer`` on its input ``x`` (and float input ``x_float``); None when
+    GPTQ does not handle the layer."""
     chunks = _columns(layer, x)
     if chunks is None:
         return None
-    h: torch.Tensor | None = None
+    floats = _columns(layer, x_float) if x_float is not None else None
+    h = m = total = total_f = None
     count = 0
     for cols in chunks:
         c = cols.float()
         part = torch.bmm(c, c.transpose(1, 2)).double()
         h = part if h is None else h + part
+        col_sum = c.sum(2).double()
+        total = col_sum if total is None else total + col_sum
+        if floats is not None:
+            cf = next(floats).float()
+            cross = torch.bmm(cf, c.transpose(1, 2)).double()
+            m = cross if m is None else m + cross
+            f_sum = cf.sum(2).double()
+            total_f = f_sum if total_f is None else total_f + f_sum
         count += cols.shape[2]
-    if h is None:
+    if h is None or total is None:
         return None
-    return h * (2.0 / max(1, count))
+    n = max(1, count)
+    return Moments(h * (2.0 / n), None if m is None else m * (2.0 / n), total / n,
+                   None if total_f is None else total_f / n)
+
+
+def float_input_fit(w: torch.Tensor, h: torch.Tensor, m: torch.Tensor,
+                    damp: float) -> torch.Tensor:
+    """The weights W' minimising |W X_f - W' X|^2 (dampened): W' = W + W (M - H) (H + dI)^-1.
+    With X_f = X (no input error) W' = W exactly."""
+    diag = h.diagonal(dim1=1, dim2=2)
+    mean = diag.mean(dim=1).clamp_min(1e-12)
+    eye = torch.eye(h.shape[1], dtype=h.dtype).expand_as(h)
+    damped = h + eye * (damp * mean)[:, None, None]
+    rhs = torch.bmm(w, m - h)                               # [g, R, K]
+    low, info = torch.linalg.cholesky_ex(damped)
+    if int(info.max()) != 0:
+        return w
+    # W (M - H) D^-1 = (D^-1 (M - H)^T W^T)^T, D symmetric
+    return w + torch.cholesky_solve(rhs.transpose(1, 2), low).transpose(1, 2)
 
 
 def _cholesky_inverse_upper(h: torch.Tensor, damp: float) -> torch.Tensor | None:
@@ -177,23 +226,28 @@ class GptqTuner:
         self.skipped: list[str] = []
 
     def __call__(self, index: int, name: str, layer: Any, grid: WeightGrid,
-                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None) -> None:
+                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None,
+                 x_float: torch.Tensor | None = None) -> None:
         weight: torch.Tensor = layer.weight
-        h = layer_hessian(layer, x) if grid.axis in (None, 0) else None
-        if h is None:
+        use_float = self.opts.float_inputs and x_float is not None
+        moments = layer_moments(layer, x, x_float if use_float else None) \
+            if grid.axis in (None, 0) else None
+        if moments is None:
             self.skipped.append(name)
             log.info("gptq: %s (%s) is not handled; it keeps its calibrated rounding", name,
                      type(layer).__name__)
             return
+        h, m = moments.h, moments.m
         groups = h.shape[0]
         out = weight.shape[0]
         w3 = weight.detach().reshape(groups, out // groups, -1)
+        start = w3.double() if m is None else float_input_fit(w3.double(), h, m, self.opts.damp)
 
         def quant(col: torch.Tensor) -> torch.Tensor:
             flat = col.to(weight.dtype).reshape(out, 1)
             return grid.snap(flat).reshape(col.shape).double()
 
-        q = gptq_quantize(w3, h, quant, self.opts)
+        q = gptq_quantize(start, h, quant, self.opts)
         if q is None:
             self.skipped.append(name)
             log.warning("gptq: the input Hessian of %s could not be factorised even with "
@@ -205,5 +259,13 @@ class GptqTuner:
             d_old = (w3.double() - grid.snap(weight).reshape(w3.shape).double())
             err = [float((torch.bmm(d, h) * d).sum()) for d in (d_old, d_new)]
             log.debug("gptq %s: output error %.4g (rounding to nearest) -> %.4g", name, *err)
+        bias = getattr(layer, "bias", None)
+        if self.opts.fit_bias and moments.mean_float is not None and bias is not None:
+            # mean over the samples of W X_f - Q X: the output shift rounding and input error left
+            q3 = new.reshape(w3.shape).double()
+            shift = (torch.bmm(w3.double(), moments.mean_float[:, :, None])
+                     - torch.bmm(q3, moments.mean[:, :, None])).reshape(-1)
+            with torch.no_grad():
+                bias.add_(shift.to(bias.dtype))
         with torch.no_grad():
             weight.copy_(new)

@@ -105,11 +105,13 @@ def concat_batches(batches: list[tuple]) -> tuple:
 
 
 class LayerTuner(Protocol):
-    """One method's per-layer work: tune ``layer.weight`` in place on its input ``x`` (and, for
-    methods that need it, the float model's output of the layer after its activation)."""
+    """One method's per-layer work: tune ``layer.weight`` in place on its input ``x`` (and, with
+    the float pass, the float model's output of the layer after its activation, ``target``, and
+    the float model's input of the layer, ``x_float``)."""
 
     def __call__(self, index: int, name: str, layer: nn.Module, grid: WeightGrid,
-                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None) -> None: ...
+                 act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None,
+                 x_float: torch.Tensor | None = None) -> None: ...
 
 
 class _Stopped(Exception):
@@ -129,8 +131,8 @@ class _FloatStream:
                                         name="nndct-float-stream")
         self._thread.start()
 
-    def _hook(self, module: nn.Module, _args: tuple, out: torch.Tensor) -> None:
-        self._out.put((module, out.detach()))
+    def _hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self._out.put((module, (args[0].detach(), out.detach())))
         self._go.acquire()
         if self._stop:
             raise _Stopped
@@ -148,8 +150,8 @@ class _FloatStream:
         except BaseException as exc:  # noqa: BLE001 - handed to the quantized pass
             self._out.put((None, exc))
 
-    def next(self, expect: nn.Module) -> torch.Tensor:
-        """The float output of ``expect`` (the float pass runs until it has it)."""
+    def next(self, expect: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float input and output of ``expect`` (the float pass runs until it has them)."""
         if self._waiting:
             self._go.release()
         module, out = self._out.get()
@@ -171,7 +173,7 @@ class _FloatStream:
 
 def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
                   run_args: Iterable[Any], tune: LayerTuner, *, desc: str,
-                  float_targets: bool) -> int:
+                  float_pass: bool) -> int:
     """Calibrate once, then tune every quantized conv/linear in one quantized forward over all
     cached batches; returns the number of layers tuned. Runs inside ``fast_finetune``'s
     transaction; leaves the model in calib mode with the fix positions kept."""
@@ -179,7 +181,7 @@ def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
     batches = capture_inputs(model, run_fn, run_args)
     stacked = concat_batches(batches)
     pristine = None
-    if float_targets:
+    if float_pass:
         pristine = copy.deepcopy(model)   # float weights: the targets of every layer
     bcs: dict[str, BiasCorrector] = {}
     for node in session.graph.nodes:
@@ -214,12 +216,14 @@ def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
 
         def hook(layer: nn.Module, args: tuple) -> None:
             next(bar, None)
-            target = None
-            if stream is not None:
-                target = stream.next(twins[id(layer)])
+            if stream is None:
+                tune(index, node.name, layer, grid, act, args[0].detach(), None)
+            else:
+                x_float, target = stream.next(twins[id(layer)])
                 if float_act is not None:
                     target = float_act(target)
-            tune(index, node.name, layer, grid, act, args[0].detach(), target)
+                tune(index, node.name, layer, grid, act, args[0].detach(), target,
+                     x_float=x_float)
             layer.__dict__.pop("_wcache", None)
             done[0] += 1
         return hook
