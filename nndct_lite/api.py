@@ -15,6 +15,7 @@ from .config.spec import TargetDevice
 from .errors import CalibrationError, ExportError, InputError, ModeError, QuantInfoError
 from .graph.ir import Graph
 from .session import QuantSession, prepare
+from .state.layout import QUANT_INFO_FILE
 from .state.modes import QuantMode, parse_quant_mode
 
 __all__ = ["torch_quantizer"]
@@ -257,7 +258,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
                     else "quantizes no tensor")
             raise ExportError(
                 f"the loaded calibration {what}, but an XModel needs power-of-two fix "
-                "positions on every quantized tensor", where=str(s.output_dir / "quant_info.json"),
+                "positions on every quantized tensor", where=str(s.output_dir / QUANT_INFO_FILE),
                 hint="calibrate with the DPU configuration (no quant_config_file, or one with "
                      "target_device DPU and scale_type poweroftwo), then export; for float "
                      "scales use export_onnx_model() or export_torch_script()")

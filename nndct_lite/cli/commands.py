@@ -13,6 +13,7 @@ if TYPE_CHECKING:   # the command line imports torch and the pipeline lazily
 
     from ..numerics.params import QuantParams
 
+from ..state.layout import QUANT_INFO_FILE
 from .models import quant_session
 from .._text import text_table
 
@@ -40,7 +41,7 @@ def _emit_explain(args, config, plan, explain, format_explain) -> None:
 
 # =============================================================================== show-quant-info
 def _quant_info_path(arg: Path) -> Path:
-    path = arg / "quant_info.json" if arg.is_dir() else arg
+    path = arg / QUANT_INFO_FILE if arg.is_dir() else arg
     if not path.is_file():
         raise InputError(f"{path} does not exist", where=str(arg),
                          code="QUANTIZER_TORCH_NO_CALIB_RESULT",
@@ -73,7 +74,7 @@ def _cmd_show_quant_info(args: argparse.Namespace) -> int:
     from ..graph.ir import Graph
     from ..state.quant_info import read_quant_info
     path = _quant_info_path(args.dir)
-    if path.name != "quant_info.json":     # read_quant_info reads <dir>/quant_info.json
+    if path.name != QUANT_INFO_FILE:     # read_quant_info reads <dir>/quant_info.json
         raise InputError(f"{path.name} is not quant_info.json", where=str(path),
                          hint="give the folder or its quant_info.json")
     # the graph only maps normalized keys (Model::nndct_relu_2) to long names: none here

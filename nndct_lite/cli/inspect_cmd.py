@@ -15,6 +15,7 @@ if TYPE_CHECKING:   # the command line imports torch and the pipeline lazily
     from ..graph.ir import Node
     from ..session import QuantSession
 
+from ..state.layout import RESOLVED_CONFIG_FILE
 from .models import quant_session
 from .._text import text_table
 
@@ -196,7 +197,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _rewrites(session: QuantSession) -> dict:
-    path = Path(session.output_dir) / "resolved_config.json"
+    path = Path(session.output_dir) / RESOLVED_CONFIG_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("graph_rewrites", {})
     except (OSError, ValueError):

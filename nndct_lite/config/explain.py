@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import text_table
+from ..state.layout import RESOLVED_CONFIG_FILE
 from .resolve import QuantPlan
 from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
                    TensorKind)
@@ -19,7 +20,7 @@ from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, R
 __all__ = ["explain", "write_resolved_config", "format_explain", "spec_json",
            "RESOLVED_CONFIG_NAME", "RESOLVED_CONFIG_VERSION"]
 
-RESOLVED_CONFIG_NAME = "resolved_config.json"
+RESOLVED_CONFIG_NAME = RESOLVED_CONFIG_FILE
 RESOLVED_CONFIG_VERSION = 1
 
 #: how a tensor kind is called in the per-node listing

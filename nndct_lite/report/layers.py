@@ -25,6 +25,7 @@ from ..quant.build import layer_of, quantizers, set_mode
 from ..quant.fake_quantizer import FakeQuantizer, apply_params, quantizer_of
 from ..quant.placement import Placement
 from ..numerics.params import QuantParams
+from ..state.layout import QUANT_INFO_FILE
 from ..state.modes import QuantMode
 from .rows import LayerRow, TensorQuant
 
@@ -160,7 +161,7 @@ def _exported_params(session: ReportSession,
     """The parameters of ``quant_info.json`` in ``session.output_dir`` when it belongs to this
     graph and covers every quantizer; else {} (use the running parameters)."""
     from ..state.quant_info import graph_md5, read_quant_info
-    path = Path(session.output_dir) / "quant_info.json"
+    path = Path(session.output_dir) / QUANT_INFO_FILE
     if not path.is_file():
         log.debug("no %s yet: the report uses the running calibration parameters", path)
         return {}

@@ -18,11 +18,12 @@ from ..errors import QuantInfoError
 from ..graph.ir import Graph
 from ..numerics.params import QuantParams
 from .files import atomic_write_text
+from .layout import QUANT_INFO_FILE
 
 __all__ = ["QuantInfo", "graph_md5", "write_quant_info", "read_quant_info", "VERSION"]
 
 VERSION = "nndct_lite-0.1.0+torch" + torch.__version__.split("+")[0]
-FILE = "quant_info.json"
+FILE = QUANT_INFO_FILE
 
 
 def graph_md5(graph: Graph) -> str:
