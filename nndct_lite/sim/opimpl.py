@@ -9,14 +9,15 @@
 | ``ops_shape`` | reshape, flatten, squeeze, transpose, strided_slice, pad, resize, pixel-shuffle, ... |
 | ``ops_cpu`` | XIR float ops (sigmoid, softmax, gelu, batchnorm, ...) |
 | ``ops_aten`` | CPU ops by framework name (``aten::mean``, ``aten::silu_``, ``custom_*``) |
+| ``ops_aten_nn`` | CPU layers by framework name: layer / group norm, attention, eval identities |
 
 Fixed-point ops compute exactly on integer codes; the ops in :data:`FLOAT_OPS` compute in
 float64 and mark their result inexact.
 """
 from __future__ import annotations
 
-from . import (ops_act, ops_aten, ops_conv, ops_cpu, ops_eltwise, ops_pool,  # noqa: F401
-               ops_shape)
+from . import (ops_act, ops_aten, ops_aten_nn, ops_conv, ops_cpu, ops_eltwise,  # noqa: F401
+               ops_pool, ops_shape)
 from .registry import (CPU_ALIASES, FLOAT_OPS, IMPLS, resolve, supported_cpu_names,
                        supported_op_types)
 

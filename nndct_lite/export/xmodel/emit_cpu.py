@@ -1,8 +1,9 @@
 """Ops with no DPU equivalent: written, as the original does, as XIR custom ops named after the
 torch op (``aten::silu_``, ``aten::mean``, ``aten::sin``), with the ``shape`` (NCHW dims) and
-``data_type`` attributes XIR needs. They read and write torch's NCHW order; the builder adds the
-layout conversions at their borders. A DPU correction factor (a mean over a count that is not a
-power of two) follows as ``<name>_i0`` times the const ``<name>_i1``."""
+``data_type`` attributes XIR needs, plus the torch call's other arguments as attributes and a
+module's parameters as inputs (``cpu_args``). They read and write torch's NCHW order; the builder
+adds the layout conversions at their borders. A DPU correction factor (a mean over a count that
+is not a power of two) follows as ``<name>_i0`` times the const ``<name>_i1``."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ...graph.ir import Node
 from ...graph.ops import OpKind
 from ...xmodel.model import Attr, XOp
-from .args import tensor_args
+from .cpu_args import CallArgs, call_args
 from .layout import stored_shape
 
 __all__ = ["cpu_type", "emit_cpu"]
@@ -45,15 +46,31 @@ def cpu_type(node: Node) -> str:
     return f"aten::{base}" + ("_" if _inplace(node) else "")
 
 
+def _inputs(b, node: Node, args: CallArgs) -> list[str]:
+    """The op names of the call's tensors (torch layout) and of a module's parameters."""
+    out = []
+    for _, v in args.inputs:
+        if isinstance(v, Node):
+            out.append(b.get(v, False))
+        else:
+            arr = node.params[v].detach().cpu().float().numpy()
+            out.append(b.param(node, v, arr, None, None))
+    return out
+
+
 def emit_cpu(b, node: Node) -> None:
     xtype = cpu_type(node)
     name = b.name(node)
-    ins = [b.get(t, False) for t in tensor_args(node)]
+    args = call_args(node)
+    ins = _inputs(b, node, args)
     shape = stored_shape(node.shape or (), False)
     factor = b.result_of(node).output_factor
     core = name + "_i0" if factor != 1.0 else name
-    op = XOp(core, xtype, attrs={"shape": Attr.int32_vec(shape),
-                                 "data_type": Attr.string("FLOAT32")}, inputs={"input": ins})
+    attrs = {"shape": Attr.int32_vec(shape), "data_type": Attr.string("FLOAT32")}
+    attrs.update(args.attrs)
+    if ins:
+        attrs["input_args"] = Attr.string_vec([k for k, _ in args.inputs])
+    op = XOp(core, xtype, attrs=attrs, inputs={"input": ins})
     b.cpu(node, xtype)
     if factor == 1.0:
         b.finish(node, op, cl=False)
