@@ -109,6 +109,12 @@ class Simulator:
                 self._const[op.name] = v
         self._plan = [op for op in self.graph if op.name not in self._const
                       and op.type not in _INPUT_TYPES]
+        #: ops whose leading dim is not the batch (``x.reshape(B * C, ...)``, a transpose that
+        #: moves the batch axis): such a graph runs ``graph_batch`` samples at a time, as the
+        #: DPU does
+        self.batch_folding = [op.name for op in self._plan
+                              if op.output is not None and op.output.shape
+                              and op.output.shape[0] != self.graph_batch]
 
     # -- execution ----------------------------------------------------------------------------
     def _exec(self, ctx, op: XOp, env: Mapping[str, Value]) -> Value:
@@ -256,6 +262,8 @@ class Simulator:
                 raise SimError(f"no op named {w!r} in the graph")
         n = next(iter(feeds.values())).shape[0]
         bs = n if not batch_size or batch_size <= 0 else int(batch_size)
+        if self.batch_folding:
+            bs = self.graph_batch
         parts: list[dict[str, Value]] = []
         floats: list[str] = []
         for s in range(0, n, bs):

@@ -98,7 +98,8 @@ def _slice(ctx, op, ins):
             continue
         b = None if bm >> i & 1 else begin[i]
         e = None if em >> i & 1 else end[i]
-        if i == 0 and st == 1 and (b or 0) == 0 and (e is None or e >= ctx.graph_batch):
+        if i == 0 and ctx.batch != ctx.graph_batch and st == 1 and (b or 0) == 0 and \
+                (e is None or e >= ctx.graph_batch):
             b = e = None  # the whole stored batch: keep every sample of a larger batch
         idx.append(slice(b, e, st))
     key = tuple(idx)

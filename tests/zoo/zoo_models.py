@@ -225,29 +225,10 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         'ExportError: [QUANTIZER_TORCH_EXPORT] torch.onnx.export failed: SymbolicValueError: Unsu'
         'pported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor of'
         ' input size. Please feel',
-    ('timm-convnext_atto', 'sim'):
-        "SimError: [NNDCT_XMODEL_SIM] op types not supported by the simulator: ['aten::layer_norm"
-        "']; ops 'ConvNeXt__ConvNeXt_Sequential_stem__LayerNorm2d_1__ret_5' (aten::layer_norm), '"
-        'ConvNeXt__ConvNeXt_Seque',
-    ('timm-mobilevit_xxs', 'sim'):
-        "SimError: [NNDCT_XMODEL_SIM] op types not supported by the simulator: ['aten::layernorm'"
-        ", 'aten::scaled_dot_product_attention']; ops 'ByobNet__ByobNet_Sequential_stages__Sequen"
-        'tial_2__MobileVitBlock_1',
     ('timm-efficientvit_b0', 'calib'):
         'CalibrationError: [QUANTIZER_TORCH_TENSOR_VALUE_INVALID] 48 tensor(s) saw only NaN/Inf d'
         'uring calibration, first EfficientVit::EfficientVit/Sequential[stages]/EfficientVitStage'
         '[2]/Sequential[blocks]/E',
-    ('timm-res2net50_14w_8s', 'xir'):
-        "ZooCheckError: XIR check exit 1: FAIL: XIR aborted (SIGABRT) during stage 'infer_shape' "
-        'on …/ResNet_int.xmodel',
-    ('timm-res2net50_14w_8s', 'sim'):
-        "SimError: [NNDCT_XMODEL_SIM] op 'ResNet__ResNet_Sequential_layer1__Bottle2neck_0__ret_29"
-        "' (strided_slice): simulated shape [4, 16, 16, 0] differs from the stored output dims [1"
-        ', 16, 16, 14] (expected ',
-    ('tv-efficientnet_b0', 'sim'):
-        "SimError: [NNDCT_XMODEL_SIM] op types not supported by the simulator: ['aten::stochastic"
-        "_depth']; ops 'EfficientNet__EfficientNet_Sequential_features__Sequential_2__MBConv_1__S"
-        'tochasticDepth_stochasti',
 }
 
 

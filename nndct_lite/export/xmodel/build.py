@@ -221,7 +221,10 @@ class _Builder:
 
     def _build(self) -> XGraph:
         graph = self.r.graph
+        live = _live_nodes(graph)
         for node in graph.nodes:
+            if node not in live and node.kind is not OpKind.INPUT:
+                continue            # dead code (``sp = spx[0]`` never read): no dangling op
             try:
                 self.emit(node)
             except ExportError as e:
@@ -265,6 +268,18 @@ class _Builder:
                     len(self.cpu_ops), summary)
         for name, t in zip(self.cpu_ops, self.cpu_types):
             log.debug("CPU op %s: %s", t, name)
+
+
+def _live_nodes(graph) -> set[Node]:
+    """The nodes the graph outputs depend on."""
+    live: set[Node] = set()
+    todo = list(graph.output_nodes())
+    while todo:
+        n = todo.pop()
+        if n not in live:
+            live.add(n)
+            todo.extend(n.inputs)
+    return live
 
 
 def build_xgraph(result: QuantResult) -> XGraph:

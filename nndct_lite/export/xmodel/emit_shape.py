@@ -143,6 +143,9 @@ def emit_split_item(b, node: Node) -> None:
     dim = int(arg(parent, 1 if unbind else 2, "dim", 0)) % rank
     secs = _sections(parent, src.shape[dim])
     k = int(node.args[1])
+    if not -len(secs) <= k < len(secs):
+        raise ExportError(f"item {k} of a split into {len(secs)} parts", where=node.name)
+    k %= len(secs)                  # parts[-1] is the last part
     begin, end, strides = [0] * rank, [INT32_MAX] * rank, [1] * rank
     begin[dim], end[dim] = sum(secs[:k]), sum(secs[:k + 1])
     full = (1 << rank) - 1 - (1 << dim)
