@@ -102,9 +102,19 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
             return False
         return True
 
+    def divisor_only(n: Node) -> bool:
+        """``n`` is read only as the divisor of divisions (``a / (s + eps)``): quantized, a small
+        divisor becomes 0 and the quotient inf or NaN, so it stays float."""
+        users = _tensor_users(n)
+        return bool(users) and n not in output_set and all(
+            u.kind is OpKind.DIV and len(u.args) > 1 and u.args[1] is n and u.args[0] is not n
+            for u in users)
+
     carriers: set[Node] = set()
     for head, mem in members.items():
         if head.kind not in _QUANTIZABLE or head in float_nodes or not head.is_tensor:
+            continue
+        if divisor_only(mem[-1]):
             continue
         if head.kind is OpKind.INPUT and float_nodes and only_float_readers(head):
             continue  # e.g. keep_first_last_layer_accuracy: the float first layer reads it
@@ -136,9 +146,13 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
             if n.kind not in _QUANTIZABLE or n.kind in (OpKind.INPUT, OpKind.CAT) \
                     or n in float_nodes or group_of[n] in float_nodes:
                 continue
+            if divisor_only(members[group_of[n]][-1]):
+                continue
             for p in _tensor_inputs(n):
                 if placement.source_quantizer(p) is not None:
                     continue
+                if n.kind is OpKind.DIV and len(n.args) > 1 and n.args[1] is p:
+                    continue        # a divisor stays float (divisor_only)
                 src = p
                 while src.kind in _WALK_BACK and src.inputs:
                     src = src.inputs[0]

@@ -95,7 +95,8 @@ for _n, _f in _CPU_UNARY.items():
     register_cpu(_n)(_unary(_f))
 
 _BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-           "pow": np.power, "maximum": np.maximum, "minimum": np.minimum}
+           "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+           "matmul": np.matmul, "bmm": np.matmul}
 
 
 def _binary(fn):

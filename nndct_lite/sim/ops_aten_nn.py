@@ -1,6 +1,7 @@
 """CPU ops of network layers, by framework name: ``layer_norm`` / ``layernorm``,
 ``group_norm``, ``scaled_dot_product_attention`` and the identities of eval mode
-(``stochastic_depth``, ``identity``, ``drop_path``).
+(``stochastic_depth``, ``identity``, ``drop_path``) and float casts (``float``, ``to``,
+``type_as``).
 
 Like the other CPU ops (``ops_aten``) they see the tensors in the framework's layout. They read
 their tensors from ``input`` in torch argument order; the ``input_args`` attribute, when
@@ -119,9 +120,11 @@ def _sdpa(ctx, op, ins):
     return float_result(op, y, *args.values())
 
 
-@register_cpu("stochastic_depth", "stochasticdepth", "drop_path", "droppath", "identity")
+@register_cpu("stochastic_depth", "stochasticdepth", "drop_path", "droppath", "identity",
+              "float", "to", "type_as")
 def _identity(ctx, op, ins):
-    """Eval-mode identities: the input value itself (exact when it is)."""
+    """Eval-mode identities and casts between float types (``x.float()``, ``x.to(dtype)``):
+    the input value itself (exact when it is; the simulator computes float in float64)."""
     v = one(ins)
     if v is None:
         raise SimError(f"op {op.name!r} ({op.type}): no input")

@@ -232,3 +232,39 @@ def test_split_last_part_and_dead_getitem(tmp_path):
     assert [op.type for op in g.output_ops()] == ["fix"]      # nothing dangling
     _xir(path)
     _simulate(path, x, ref, exact=True)
+
+
+class LinearAttention(nn.Module):
+    """EfficientViT's LiteMLA: relu kernels, ``kv = k^T @ [v, 1]``, ``out = q @ kv``, then
+    ``out[..., :-1] / (out[..., -1:] + eps)``. Quantized, the sum ``out[..., -1:] + eps`` is 0
+    wherever it is below half a step and the quotient inf or NaN; a tensor read only as a
+    divisor stays float (quant/placement.py), and the CPU ops ``aten::float`` / ``aten::matmul``
+    / ``aten::to`` are simulated."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Conv2d(3, 12, 1)
+        self.proj = nn.Conv2d(4, 8, 1)
+        with torch.no_grad():
+            self.qkv.bias[:4] -= 3.0          # most of q is cut by the relu: tiny sums
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        t = self.qkv(x).reshape(b, 1, 12, h * w).transpose(-1, -2)
+        q, k, v = t.chunk(3, dim=-1)
+        q, k = F.relu(q).float(), F.relu(k).float()
+        v = F.pad(v, (0, 1), mode="constant", value=1.0).float()
+        out = q @ (k.transpose(-1, -2) @ v)
+        out = out[..., :-1] / (out[..., -1:] + 1e-5)
+        out = out.to(x.dtype).transpose(-1, -2).reshape(b, 4, h, w)
+        return self.proj(out)
+
+
+def test_linear_attention_divisor_stays_float(tmp_path):
+    g, path, x, ref = _export(LinearAttention(), tmp_path)
+    assert np.isfinite(ref).all()
+    div = next(op for op in g.ops if op.type == "div")
+    assert g.op(div.inputs["input"][1]).type == "add"      # no fix on out[..., -1:] + eps
+    assert {"aten::float", "aten::matmul", "aten::to"} <= set(_types(g))
+    _xir(path)
+    _simulate(path, x, ref, exact=False)

@@ -225,10 +225,6 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         'ExportError: [QUANTIZER_TORCH_EXPORT] torch.onnx.export failed: SymbolicValueError: Unsu'
         'pported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor of'
         ' input size. Please feel',
-    ('timm-efficientvit_b0', 'calib'):
-        'CalibrationError: [QUANTIZER_TORCH_TENSOR_VALUE_INVALID] 48 tensor(s) saw only NaN/Inf d'
-        'uring calibration, first EfficientVit::EfficientVit/Sequential[stages]/EfficientVitStage'
-        '[2]/Sequential[blocks]/E',
 }
 
 
