@@ -3,15 +3,16 @@
 | scale_type | method                     | observer                                          |
 |------------|----------------------------|---------------------------------------------------|
 | poweroftwo | diffs                      | ``Pof2Observer``, scope 5 (1 for the model input) |
-| poweroftwo | maxmin                     | ``Pof2Observer``, scope 1 (DPU target: diffs)     |
+| poweroftwo | maxmin                     | ``Pof2Observer``, scope 1                         |
+| poweroftwo | percentile / mse / entropy | ``Pof2Observer``, range rule on the method's clip |
 | float      | maxmin                     | ``MinMaxObserver`` (per-tensor or per-channel)    |
 | float      | percentile / mse / entropy | ``HistogramObserver`` (per-tensor, symmetric)     |
 
-``target`` says which quantizer is reproduced: ``TargetDevice.DPU`` ignores the configured
-``method`` for power-of-two tensors (the DPU path always runs the diffs search; numerics.md 4.1)
-and breaks modal ties toward the smaller fp; ``CPU``/``GPU`` honour the method and vote on scales
-(ties toward the larger fp, T27). ``None`` (the default) honours the method with the DPU's tie
-rule. ``vote_on_scale`` overrides the tie rule.
+Every target honours the configured ``method`` (the original's DPU path reads it and then runs
+the diffs search whatever it says; with the default ``diffs`` the results are the same).
+``target`` sets the tie rule: ``TargetDevice.DPU`` and ``None`` break modal ties toward the
+smaller fp, ``CPU``/``GPU`` vote on scales (ties toward the larger fp, T27). ``vote_on_scale``
+overrides the tie rule.
 """
 from __future__ import annotations
 
@@ -43,10 +44,7 @@ def make_observer(spec: QuantSpec, *, role: Role, axis: int | None = None,
     if spec.is_pof2:
         if not spec.symmetry:
             raise ConfigError("power-of-two scale needs symmetry true", where=name)
-        method = CalibMethod.DIFFS if target is TargetDevice.DPU else spec.method
-        if method not in (CalibMethod.DIFFS, CalibMethod.MAXMIN):
-            raise ConfigError(f"method {method.value!r} needs scale_type 'float'", where=name,
-                              hint="use diffs or maxmin with power-of-two scale")
+        method = spec.method
         if batch_mode is not BatchMode.PER_BATCH:
             raise ConfigError("power-of-two calibration has no accumulated mode", where=name)
         scope = 1 if role is Role.MODEL_INPUT or method is CalibMethod.MAXMIN else DIFFS_SCOPE

@@ -34,8 +34,9 @@ from .base import BatchMode, Observer, Role
 from .search import entropy_amax, mse_amax, percentile_amax
 from .stats import ScaleHistory
 
-__all__ = ["HIST_BINS", "ACCUMULATE_BINS", "HISTC_CHUNK", "batch_histogram",
-           "AccumulatedHistogram", "HistogramObserver", "search_amax"]
+__all__ = ["HIST_BINS", "ACCUMULATE_BINS", "HISTC_CHUNK", "batch_histogram", "batch_amax",
+           "finite_abs", "AccumulatedHistogram", "HistogramObserver", "search_amax",
+           "HISTOGRAM_METHODS"]
 
 _LOG = get_logger("calib")
 
@@ -46,7 +47,7 @@ ACCUMULATE_BINS = 4096
 #: at most this many elements per ``torch.histc`` call, so that float32 counts stay exact
 HISTC_CHUNK = 1 << 24
 
-_HISTOGRAM_METHODS = (CalibMethod.PERCENTILE, CalibMethod.MSE, CalibMethod.ENTROPY)
+HISTOGRAM_METHODS = (CalibMethod.PERCENTILE, CalibMethod.MSE, CalibMethod.ENTROPY)
 
 
 def batch_histogram(a: torch.Tensor, hi: float, bins: int = HIST_BINS) -> torch.Tensor:
@@ -71,6 +72,37 @@ def search_amax(hist: npt.ArrayLike, edges: npt.ArrayLike, spec: QuantSpec, *,
         return entropy_amax(hist, edges, spec.bit_width, spec.int_range.qmin >= 0,
                             start_bin=start_bin, stride=stride)
     raise ValueError(f"{spec.method!r} is not a histogram method")
+
+
+def finite_abs(x: torch.Tensor) -> tuple[torch.Tensor, float, bool] | None:
+    """``(|x| over its finite values, max |x|, had non-finite values)``; None when no value is
+    finite. A tensor without negative values is returned as it is (no copy)."""
+    flat = x.reshape(-1)
+    mn, mx = torch.aminmax(flat)
+    lo, hi = torch.stack([mn, mx]).tolist()
+    nonfinite = not (math.isfinite(lo) and math.isfinite(hi))
+    if nonfinite:
+        flat = flat[torch.isfinite(flat)]
+        if flat.numel() == 0:
+            return None
+        mn, mx = torch.aminmax(flat)
+        lo, hi = torch.stack([mn, mx]).tolist()
+    return (flat if lo >= 0 else flat.abs()), max(-lo, hi), nonfinite
+
+
+def batch_amax(x: torch.Tensor, spec: QuantSpec, bins: int = HIST_BINS) -> tuple[float, bool] | None:
+    """The clip range ``spec.method`` (percentile, mse or entropy) chooses for one batch, from a
+    ``bins``-bin histogram of ``|x|`` over ``[0, max|x|]``, and whether ``x`` had non-finite
+    values; None when no value is finite."""
+    got = finite_abs(x)
+    if got is None:
+        return None
+    a, amax, nonfinite = got
+    if amax > 0:
+        h = batch_histogram(a, amax, bins).cpu().numpy()
+        edges = np.arange(bins + 1, dtype=np.float64) * (amax / bins)
+        amax = search_amax(h, edges, spec, start_bin=bins * 3 // 4, stride=max(1, bins // 128))
+    return amax, nonfinite
 
 
 class AccumulatedHistogram:
@@ -172,7 +204,7 @@ class HistogramObserver(Observer):
     def __init__(self, spec: QuantSpec, *, role: Role, batch_mode: BatchMode = BatchMode.PER_BATCH,
                  bins: int = HIST_BINS, accumulate_bins: int = ACCUMULATE_BINS,
                  name: str | None = None):
-        if spec.is_pof2 or spec.method not in _HISTOGRAM_METHODS:
+        if spec.is_pof2 or spec.method not in HISTOGRAM_METHODS:
             raise ConfigError(f"method {spec.method.value!r} with scale_type "
                               f"{spec.scale_type.value!r} is not a histogram method", where=name)
         if not spec.symmetry:
@@ -197,26 +229,21 @@ class HistogramObserver(Observer):
         self.hist = AccumulatedHistogram(self.accumulate_bins)
 
     def _observe(self, x: torch.Tensor) -> bool:
-        flat = x.reshape(-1)
-        mn, mx = torch.aminmax(flat)
-        lo, hi = torch.stack([mn, mx]).tolist()
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            self.nonfinite_batches += 1
-            flat = flat[torch.isfinite(flat)]
-            if flat.numel() == 0:
-                return False
-            mn, mx = torch.aminmax(flat)
-            lo, hi = torch.stack([mn, mx]).tolist()
-        a = flat if lo >= 0 else flat.abs()
-        amax = max(-lo, hi)
         if self.batch_mode is BatchMode.ACCUMULATE:
+            got = finite_abs(x)
+            if got is None:
+                self.nonfinite_batches += 1
+                return False
+            a, amax, nonfinite = got
+            self.nonfinite_batches += nonfinite
             self.hist.add(a, amax)
             return True
-        if amax > 0:
-            h = batch_histogram(a, amax, self.bins).cpu().numpy()
-            edges = np.arange(self.bins + 1, dtype=np.float64) * (amax / self.bins)
-            amax = search_amax(h, edges, self.spec, start_bin=self.bins * 3 // 4,
-                               stride=max(1, self.bins // 128))
+        found = batch_amax(x, self.spec, self.bins)
+        if found is None:
+            self.nonfinite_batches += 1
+            return False
+        amax, nonfinite = found
+        self.nonfinite_batches += nonfinite
         self.history.add([amax / self.spec.int_range.qmax], [0])
         return True
 

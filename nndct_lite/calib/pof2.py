@@ -1,4 +1,5 @@
-"""Power-of-two calibration: the ``diffs`` search and the scope-1 ``maxmin`` rule (numerics.md 4.1).
+"""Power-of-two calibration: the ``diffs`` search and the scope-1 ``maxmin`` rule (numerics.md 4.1),
+and the histogram methods (``percentile``, ``mse``, ``entropy``) on a power-of-two grid.
 
 For one tensor, or one slice along the channel axis::
 
@@ -14,6 +15,12 @@ half-even codes, which gives the same ``|x - fakequant(x)|`` bit for bit (two co
 a tie are both exactly half a step away, and clamping maps both to the same bound). When
 ``fp0`` is already at or above the cap, every candidate is capped to the same value, so no error is
 computed at all.
+
+``percentile`` / ``mse`` / ``entropy`` with power-of-two scale (not in the original, whose DPU
+path ignores ``method``): each batch's clip range ``T`` comes from the method's histogram search
+(as for float scale, histogram.py), and the fix position is the range rule applied to ``[-T, T]``:
+``fp = min(floor(log2((2^(bw-1) - 0.5) / T)), cap)``, the finest grid whose range still holds
+``T``. Batches vote like the diffs fix positions. Per-tensor only.
 
 A non-zero tensor with ``max|x|`` below about 3.7e-37 makes ``1/step`` overflow; the original
 then leaves the tensor unquantized. Here it is calibrated like an all-zero tensor (fp = the cap)
@@ -33,9 +40,10 @@ from ..numerics.fixpoint import TINY_STEP_FIX_POS, max_fix_pos
 from ..numerics.rounding import RoundMode
 from ..numerics.params import QuantParams
 from .base import Observer, Role, Scratch, finite_rows, rows
+from .histogram import HISTOGRAM_METHODS, batch_amax
 from .stats import FixPosVotes
 
-__all__ = ["DIFFS_SCOPE", "range_fix_pos", "diffs_fix_pos", "Pof2Observer"]
+__all__ = ["DIFFS_SCOPE", "range_fix_pos", "diffs_fix_pos", "histogram_fix_pos", "Pof2Observer"]
 
 _LOG = get_logger("calib")
 
@@ -227,8 +235,37 @@ diffs_fix_pos(torch.tensor([1.0, 0.01, 0.07]), DPU_ACT_SPEC, scope=1)
     return fps
 
 
+def histogram_fix_pos(x: torch.Tensor, spec: QuantSpec) -> tuple[int | None, bool]:
+    """``(capped fix position or None, had non-finite values)`` of one batch for the histogram
+    methods: the range rule on the clip range ``spec.method`` chooses.
+
+    >>> from dataclasses import replace
+    >>> from nndct_lite.config.spec import DPU_ACT_SPEC
+    >>> x = torch.cat([torch.full((999,), 0.5), torch.tensor([40.0])])
+    >>> histogram_fix_pos(x, replace(DPU_ACT_SPEC, method=CalibMethod.MAXMIN))[0] is None
+    Traceback (most recent call last):
+    ...
+    ValueError: histogram_fix_pos needs percentile, mse or entropy, got maxmin
+    >>> histogram_fix_pos(x, replace(DPU_ACT_SPEC, method=CalibMethod.PERCENTILE, percentage=99.0))
+    (8, False)
+    >>> diffs_fix_pos(x, DPU_ACT_SPEC, scope=1)
+    [1]
+    """
+    if spec.method not in HISTOGRAM_METHODS:
+        raise ValueError(f"histogram_fix_pos needs percentile, mse or entropy, got "
+                         f"{spec.method.value}")
+    found = batch_amax(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, spec)
+    if found is None:
+        return None, True
+    amax, nonfinite = found
+    t = torch.tensor([amax], dtype=torch.float32)
+    fp0, _ = range_fix_pos(-t, t, spec.bit_width)
+    return min(int(fp0.item()), max_fix_pos(spec.bit_width)), nonfinite
+
+
 class Pof2Observer(Observer):
-    """Power-of-two fix positions: ``diffs`` (scope 5) or the range rule (scope 1).
+    """Power-of-two fix positions: ``diffs`` (scope 5), the range rule (scope 1), or the range
+    rule on the clip range of a histogram method (``histogram_fix_pos``).
 
     Each batch yields one (capped) fp per channel; the result is the mode of all of them, ties
     to the smaller fp, or to the larger with ``vote_on_scale`` (the CPU/GPU path votes on the
@@ -245,6 +282,9 @@ class Pof2Observer(Observer):
             raise ConfigError(
                 f"calib_statistic_method {spec.calib_statistic_method.value!r} with power-of-two "
                 "scale", where=name, hint="power-of-two activations combine batches by 'modal'")
+        if spec.method in HISTOGRAM_METHODS and axis is not None:
+            raise ConfigError(f"method {spec.method.value!r} is per-tensor only", where=name,
+                              hint="per-channel power-of-two works with diffs or maxmin")
         if scope is None:
             scope = 1 if role is Role.MODEL_INPUT or spec.method is CalibMethod.MAXMIN \
                 else DIFFS_SCOPE
@@ -261,8 +301,12 @@ class Pof2Observer(Observer):
         self.votes = FixPosVotes()
 
     def _observe(self, x: torch.Tensor) -> bool:
-        fps, nonfinite = _fix_positions(rows(x, self.axis), self.spec, self.scope, self.name,
-                                        self.scratch)
+        if self.spec.method in HISTOGRAM_METHODS:
+            fp, nonfinite = histogram_fix_pos(x, self.spec)
+            fps = None if fp is None else [fp]
+        else:
+            fps, nonfinite = _fix_positions(rows(x, self.axis), self.spec, self.scope, self.name,
+                                            self.scratch)
         self.nonfinite_batches += nonfinite
         if fps is None:
             return False

@@ -95,11 +95,12 @@ def test_t26_negative_fp():
     assert q.tolist() == [1000.0]
 
 
-def test_maxmin_pof2_is_scope_1_but_not_on_dpu():
+def test_maxmin_pof2_is_scope_1_on_every_target():
+    # the original's DPU path would run the diffs search (scope 5) here: we honour maxmin
     spec = ACT.with_(method=CalibMethod.MAXMIN)
     assert make_observer(spec, role=Role.ACTIVATION).scope == 1
     assert make_observer(spec, role=Role.ACTIVATION, target=TargetDevice.CPU).scope == 1
-    assert make_observer(spec, role=Role.ACTIVATION, target=TargetDevice.DPU).scope == 5
+    assert make_observer(spec, role=Role.ACTIVATION, target=TargetDevice.DPU).scope == 1
     assert make_observer(spec, role=Role.MODEL_INPUT, target=TargetDevice.DPU).scope == 1
     assert observe_all(make_observer(spec, role=Role.ACTIVATION), [[1.0, 0.01, 0.07]]).fix_pos == 6
 
@@ -237,8 +238,9 @@ def test_config_errors():
         make_observer(ACT.with_(calib_statistic_method=StatMethod.MAX), role=Role.ACTIVATION)
     # parameters are calibrated once: their statistic does not matter
     make_observer(PAR.with_(calib_statistic_method=StatMethod.MAX), role=Role.PARAM)
-    with pytest.raises(ConfigError):
-        make_observer(ACT.with_(method=CalibMethod.PERCENTILE), role=Role.ACTIVATION)
+    with pytest.raises(ConfigError, match="per-tensor only"):
+        make_observer(PAR.with_(method=CalibMethod.PERCENTILE, per_channel=True), role=Role.PARAM,
+                      axis=0)
     with pytest.raises(ConfigError):
         make_observer(ACT.with_(symmetry=False), role=Role.ACTIVATION)
     with pytest.raises(ConfigError):
