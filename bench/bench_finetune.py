@@ -20,6 +20,7 @@ to a JSONL file as each run ends, and the Markdown page is rendered from it.
 
     python bench/bench_finetune.py                       # everything, writes docs/bench_finetune.md
     python bench/bench_finetune.py --models resnet20 --runs w4a8:gptq,dpu:none
+    python bench/bench_finetune.py --plan resnet20:w4a8:gptq,resnet56:dpu:none
     python bench/bench_finetune.py --render              # only re-render the page from the JSONL
 """
 from __future__ import annotations
@@ -102,6 +103,8 @@ def run_one(model_name: str, config: str, method: str, n_calib: int, n_test: int
         calib_s = time.perf_counter() - t
         qmodel = _test_model(model, xc, cfg_file, method, wd)
         ev = cm.paired_eval(qmodel, model, xt, yt, bs, ref_every)
+    import os
+    res["load_after"] = os.getloadavg()[0]
     res.update(top1=ev["top1"], calib_s=calib_s, float_eval_s=ev["ref_seconds"],
                ratio=calib_s / ev["ref_seconds"], float_top1_sampled=ev["ref_top1_sampled"])
     return res
@@ -184,14 +187,18 @@ def render(rows: list[dict], command: str, machine: str) -> str:
              "pass + `export_quant_config()` as a ratio to one float evaluation of the 10,000 "
              "test images in the same process (sampled every 4th batch, interleaved with the "
              "quantized evaluation). Drops are against the float top-1 of shared/data/README.md "
-             "(ResNet-20 91.73, ResNet-56 93.39, ShuffleNetV2 ×0.5 90.65).", ""]
+             "(ResNet-20 91.73, ResNet-56 93.39, ShuffleNetV2 ×0.5 90.65). The machine has 2 "
+             "cores; when other jobs share it (see the load averages) the calibration and the "
+             "float reference are slowed by different amounts, so read the time ratios loosely "
+             "and the accuracies exactly (they do not depend on the load).", ""]
     for model in MODELS:
         mine = [r for r in rows if r["model"] == model]
         if not mine:
             continue
         lines += [f"## {model} (float {FLOAT_TOP1[model]:.2f} %)", "",
-                  "| configuration | method | top-1 (%) | drop (pt) | time (× float eval) | "
-                  "calibration (s) |", "|---|---|---:|---:|---:|---:|"]
+                  "| configuration | method | top-1 (%) | drop (pt, float − quantized) | "
+                  "time (× float eval) | calibration (s) | load average after |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for config in CONFIGS:
             for method in METHODS:
                 r = next((x for x in mine if x["config"] == config and x["method"] == method),
@@ -199,11 +206,13 @@ def render(rows: list[dict], command: str, machine: str) -> str:
                 if r is None:
                     continue
                 if "error" in r:
-                    lines.append(f"| {LABELS[config]} | {method} | error | | | |")
+                    lines.append(f"| {LABELS[config]} | {method} | error | | | | |")
                     continue
                 drop = FLOAT_TOP1[model] - r["top1"]
+                load = r.get("load_after")
                 lines.append(f"| {LABELS[config]} | {method} | {r['top1']:.2f} | {drop:+.2f} | "
-                             f"{r['ratio']:.2f}× | {r['calib_s']:.1f} |")
+                             f"{r['ratio']:.2f}× | {r['calib_s']:.1f} | "
+                             f"{'–' if load is None else f'{load:.1f}'} |")
         lines.append("")
     lines += ["## Goals of issue 24", ""] + goals(rows) + [""]
     return "\n".join(lines)
@@ -214,6 +223,9 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--runs", default=None,
                     help="config:method pairs, comma-separated (default: every pair)")
+    ap.add_argument("--plan", default=None,
+                    help="model:config:method triples, comma-separated, run in this order "
+                         "(instead of --models x --runs)")
     ap.add_argument("--n-calib", type=int, default=1000)
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--ref-every", type=int, default=4)
@@ -234,17 +246,18 @@ def main() -> int:
             return 0
         pairs = ([tuple(p.split(":")) for p in args.runs.split(",")] if args.runs else
                  [(c, m) for c in CONFIGS for m in METHODS])
-        for model in args.models.split(","):
-            for config, method in pairs:
-                spec = dict(model_name=model, config=config, method=method,
-                            n_calib=args.n_calib, n_test=args.n_test, bs=100,
-                            ref_every=args.ref_every)
-                r = run_subprocess(spec)
-                r["finished"] = f"{_dt.datetime.now(_dt.timezone.utc):%H:%M:%S}"
-                print(json.dumps({k: v for k, v in r.items() if k != "error"}),
-                      r.get("error", "")[-500:], flush=True)
-                with results.open("a") as f:
-                    f.write(json.dumps(r) + "\n")
+        plan = ([tuple(p.split(":")) for p in args.plan.split(",")] if args.plan else
+                [(model, c, m) for model in args.models.split(",") for c, m in pairs])
+        for model, config, method in plan:
+            spec = dict(model_name=model, config=config, method=method,
+                        n_calib=args.n_calib, n_test=args.n_test, bs=100,
+                        ref_every=args.ref_every)
+            r = run_subprocess(spec)
+            r["finished"] = f"{_dt.datetime.now(_dt.timezone.utc):%H:%M:%S}"
+            print(json.dumps({k: v for k, v in r.items() if k != "error"}),
+                  r.get("error", "")[-500:], flush=True)
+            with results.open("a") as f:
+                f.write(json.dumps(r) + "\n")
     DOC.write_text(render(_load(results), command, machine))
     print(f"wrote {DOC}")
     return 0

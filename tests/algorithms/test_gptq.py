@@ -241,3 +241,39 @@ def test_gptq_lowers_each_layers_output_error(tmp_path):
                             tune, desc="gptq", float_pass=False)
     assert len(errs) == 4
     assert sum(t for _, t in errs) < sum(n for n, _ in errs)
+
+
+# ------------------------------------------------------------------ the float-input fit
+def test_float_input_fit_is_the_identity_without_input_error():
+    from nndct_lite.algorithms.gptq import float_input_fit
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 6, 200, generator=g, dtype=torch.float64)
+    h = 2 * x @ x.transpose(1, 2) / 200
+    w = torch.randn(1, 4, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(float_input_fit(w, h, h.clone(), 0.01), w, rtol=0, atol=1e-12)
+
+
+def test_float_input_fit_solves_the_least_squares_problem():
+    """X_f = 2 X (the quantized input is half the float one): W' = 2 W reproduces W X_f; with
+    dampening d the solution is W + W H (H + dI)^-1, checked against a direct solve."""
+    from nndct_lite.algorithms.gptq import float_input_fit
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 5, 400, generator=g, dtype=torch.float64)
+    h = 2 * x @ x.transpose(1, 2) / 400
+    w = torch.randn(1, 3, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(float_input_fit(w, h, 2 * h, 0.0), 2 * w, rtol=1e-9, atol=1e-9)
+    d = 0.05 * float(torch.diagonal(h[0]).mean())
+    want = w[0] + w[0] @ h[0] @ torch.linalg.inv(h[0] + d * torch.eye(5, dtype=torch.float64))
+    torch.testing.assert_close(float_input_fit(w, h, 2 * h, 0.05)[0], want, rtol=1e-9, atol=1e-9)
+
+
+def test_moments_of_a_linear_layer():
+    from nndct_lite.algorithms.gptq import layer_moments
+    x = torch.randn(50, 4)
+    xf = x + 0.1
+    mo = layer_moments(nn.Linear(4, 2), x, xf)
+    xd, xfd = x.double(), xf.double()
+    torch.testing.assert_close(mo.h[0], 2 * xd.T @ xd / 50, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mo.m[0], 2 * xfd.T @ xd / 50, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mo.mean[0], xd.mean(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mo.mean_float[0], xfd.mean(0), rtol=1e-6, atol=1e-6)
