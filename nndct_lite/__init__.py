@@ -3,7 +3,8 @@ from . import nn  # noqa: F401  (generated models use nndct_lite.nn)
 from ._version import __version__
 from .api import torch_quantizer
 from .errors import (CalibrationError, ConfigError, ExportError, InputError, ModeError,
-                     NndctError, QuantInfoError, TraceError)
+                     NndctError, OutputError, QuantInfoError, TraceError)
 
 __all__ = ["torch_quantizer", "NndctError", "ConfigError", "TraceError", "CalibrationError",
-           "QuantInfoError", "ExportError", "ModeError", "InputError", "__version__"]
+           "QuantInfoError", "ExportError", "ModeError", "InputError", "OutputError",
+           "__version__"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "NndctError", "ConfigError", "TraceError", "CalibrationError", "QuantInfoError",
-    "ExportError", "ModeError", "InputError",
+    "ExportError", "ModeError", "InputError", "OutputError",
 ]
 
 
@@ -65,3 +65,10 @@ class ModeError(NndctError):
 class InputError(NndctError):
     """A bad argument to a public API (module, input_args, device ...)."""
     code = "QUANTIZER_TORCH_INPUT"
+
+
+class OutputError(NndctError):
+    """An output folder or file cannot be created or written (exists as a file, read-only, name
+    too long, disk full ...). ``errno`` is the underlying OSError's code."""
+    code = "NNDCT_LITE_OUTPUT"
+    errno: int | None = None

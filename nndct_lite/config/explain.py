@@ -13,6 +13,7 @@ from typing import Any
 
 from .._text import text_table
 from ..state.layout import RESOLVED_CONFIG_FILE
+from ..state.files import ensure_dir
 from .resolve import QuantPlan
 from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
                    TensorKind)
@@ -95,7 +96,7 @@ def write_resolved_config(path: str | os.PathLike, config: QuantConfig,
     target = Path(path)
     if target.is_dir():
         target = target / RESOLVED_CONFIG_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(target.parent)
     text = _dumps(explain(config, plan))
     from ..state.files import atomic_write_text
     atomic_write_text(target, text)

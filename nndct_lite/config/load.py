@@ -134,9 +134,29 @@ def _no_constant(word: str) -> NoReturn:
     raise ValueError(f"{word} is not valid JSON")
 
 
+#: the largest config file read (a real one is a few KiB; /dev/zero or a huge file is refused)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _read_config_bytes(name: str) -> bytes:
+    """The file's bytes; only a regular file (a FIFO would block, /dev/zero never ends)."""
+    import stat
+    st = os.stat(name)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"the config path is {kind}", where=name,
+                          hint="quant_config_file must name a JSON file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config file is {st.st_size} bytes, more than the "
+                          f"{MAX_CONFIG_BYTES} a config can have", where=name,
+                          hint="quant_config_file must name a JSON config file")
+    with open(name, "rb") as f:
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
 def _read_json(name: str) -> Any:
     try:
-        raw = Path(name).read_bytes()
+        raw = _read_config_bytes(name)
     except FileNotFoundError:
         raise ConfigError("config file not found", where=name,
                           hint="check the path, or pass quant_config_file=None for the default "
@@ -152,7 +172,8 @@ def _read_json(name: str) -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        line = text.splitlines()[exc.lineno - 1] if text.strip() else ""
+        lines = text.splitlines()
+        line = lines[exc.lineno - 1] if text.strip() and exc.lineno <= len(lines) else ""
         caret = f"\n    {line.rstrip()}\n    {' ' * (exc.colno - 1)}^" if line else ""
         raise ConfigError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                           where=f"{name}:{exc.lineno}:{exc.colno}",
@@ -491,16 +512,23 @@ class _Builder:
             if not was_used:
                 self.warnings.append(f"{src}, at {ptr}: percentage has no effect: no tensor it "
                                      f"applies to uses method 'percentile'")
+        # per (layer type, layer name) and kind, the last rule that sets the kind: a rule is
+        # overridden by the last later rule of the same key sharing a kind (linear, not a scan
+        # of every later rule per rule)
+        last: dict[tuple, dict[TensorKind, int]] = {}
         for i, rule in enumerate(rules):
-            key = (rule.type_key, rule.layer_name)
-            later = [r for r in rules[i + 1:] if (r.type_key, r.layer_name) == key
-                     and r.kinds & rule.kinds]
-            if later:
-                kinds = sorted((k.value for k in rule.kinds & later[-1].kinds),
+            for kind in rule.kinds:
+                last.setdefault((rule.type_key, rule.layer_name), {})[kind] = i
+        for i, rule in enumerate(rules):
+            by_kind = last[(rule.type_key, rule.layer_name)] if rule.kinds else {}
+            j = max((by_kind[k] for k in rule.kinds), default=i)
+            if j > i:
+                winner = rules[j]
+                kinds = sorted((k.value for k in rule.kinds & winner.kinds),
                                key=[k.value for k in KIND_ORDER].index)
                 self.warnings.append(
                     f"{src}, at {rule.pointer}: {rule.label} is overridden for "
-                    f"{', '.join(kinds)} by {later[-1].label}; the last rule wins")
+                    f"{', '.join(kinds)} by {winner.label}; the last rule wins")
         if self.path is not None and self.bitwidth is not None:
             widths = {k.value: glob[k].values["bit_width"] for k in KIND_ORDER}
             if any(w != self.bitwidth for w in widths.values()):

@@ -17,6 +17,7 @@ import torch
 from ..codegen.python import generate_source
 from ..graph.ir import Graph
 from ..quant.build import load_generated, quantizers, write_and_import
+from ..state.files import ensure_dir
 from .calibration import CalibrationSync, SyncedSession
 from .errors import DistributedError
 
@@ -82,7 +83,7 @@ def import_generated(w: EmulatedWorld | ProcessGroupWorld, graph: Graph,
     import rank 0's file (``output_dir`` must be a folder every rank sees)."""
     output_dir = Path(output_dir)
     if w.emulated:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(output_dir)
         return write_and_import(graph, output_dir)
     source = generate_source(graph)
     sums = w.exchange(hashlib.sha256(source.encode()).hexdigest(),
@@ -96,7 +97,7 @@ def import_generated(w: EmulatedWorld | ProcessGroupWorld, graph: Graph,
     holder: dict[str, type] = {}
 
     def write() -> str:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(output_dir)
         holder["cls"], path = write_and_import(graph, output_dir)
         return str(path)
     path = Path(w.run_on_writer(write, f"writing {graph.model_name}.py", channel="prepare"))

@@ -12,7 +12,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .._log import get_logger
-from ..errors import TraceError
+from ..errors import InputError, TraceError
 from .naming import model_name_of
 from .ir import Graph, Node
 from .ops import OpKind, kind_of_call, kind_of_module
@@ -99,6 +99,17 @@ def _kind(fxn: fx.Node, gm: fx.GraphModule) -> OpKind:
     return kind
 
 
+def _refuse_float64(model: nn.Module, input_args) -> None:
+    tensors = [("parameter " + n, t) for n, t in model.named_parameters()] + \
+        [("buffer " + n, t) for n, t in model.named_buffers()]
+    args = input_args if isinstance(input_args, (tuple, list)) else (input_args,)
+    tensors += [(f"input_args[{i}]", a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    for what, t in tensors:
+        if t.dtype is torch.float64:
+            raise InputError(f"{what} is float64: quantization starts from a float32 model",
+                             where=what, hint="call model.float() and pass float32 inputs")
+
+
 def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
     """Trace ``model`` (in eval mode, on a deep copy) and run it once on ``input_args``.
 
@@ -106,7 +117,15 @@ def capture(model: nn.Module, input_args) -> tuple[Graph, fx.GraphModule]:
     Raises ``TraceError`` with the module and source line when tracing fails, and when the
     example input does not fit the model.
     """
-    model = copy.deepcopy(model).eval()
+    _refuse_float64(model, input_args)
+    try:
+        model = copy.deepcopy(model).eval()
+    except Exception as exc:   # a lock, an open file, a C handle held by the module
+        raise InputError(f"{type(model).__name__} cannot be copied: {type(exc).__name__}: {exc}",
+                         where=f"module={type(model).__name__}",
+                         hint="the quantizer works on a deep copy of the model; keep objects "
+                              "that cannot be copied (locks, open files, sessions) outside the "
+                              "nn.Module, or give their class a __deepcopy__") from None
     args = _flatten_inputs(input_args)
     gm = _trace(model, args)
     try:

@@ -47,6 +47,7 @@ from ..session import prepare
 from ..state.files import atomic_write_text
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
+from ..state.files import ensure_dir
 
 __all__ = ["QatProcessor", "TrainablePof2Quantizer", "QAT_CONFIG_FILE"]
 
@@ -296,7 +297,7 @@ class QatProcessor:
                         q.params = merged[q.key]
         deployable = copy.deepcopy(self._float)
         _write_back(s.graph, trained_model, deployable)
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         config = atomic_write_text(out / QAT_CONFIG_FILE, self._config_text)
         # the calib pipeline on the deployable model writes <Model>.py and resolved_config.json
         check = prepare(copy.deepcopy(deployable), self._inputs, mode=QuantMode.CALIB,

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
+from ..errors import InputError
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
@@ -27,7 +28,7 @@ from ..graph.passes.fold_bn import fold_batchnorm
 from ..graph.passes.relu6 import relu6_to_relu
 from ..quant.build import build_quant_model, layer_of, set_mode, write_and_import
 from ..quant.placement import Placement, place_quantizers
-from ..state.files import atomic_write_text
+from ..state.files import atomic_write_text, ensure_dir
 from ..state.layout import RESOLVED_CONFIG_FILE
 from ..state.modes import QuantMode
 from .core import QuantSession
@@ -70,6 +71,15 @@ def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
                               group=carrier.name if carrier is not None else None,
                               float_reason=reason))
     return infos
+
+
+def _refuse_empty_batch(inp: tuple[Any, ...]) -> None:
+    """A calibration batch without samples would give no statistics (and divide by zero)."""
+    for i, a in enumerate(inp):
+        if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 0:
+            raise InputError(f"calibration batch with 0 samples (input {i} has shape "
+                             f"{tuple(a.shape)})", where="quant_model(...)",
+                             hint="leave empty batches out of the calibration loop")
 
 
 def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
@@ -115,7 +125,7 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
     def spec_of(node: Node, kind: TensorKind) -> QuantSpec:
         return plan.specs(node.name)[kind].spec
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(output_dir)
     w = distributed.world()
     cls, path = write_and_import(graph, output_dir) if w is None else \
         distributed.import_generated(w, graph, output_dir)
@@ -139,6 +149,8 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
     session.report_chart = keep > 0 and report_chart_wanted()   # a bad value fails here
 
     def _count(_m: nn.Module, inp: tuple[Any, ...]) -> None:
+        if session.mode is QuantMode.CALIB:
+            _refuse_empty_batch(inp)
         session.forwards += 1
         if len(session.report_batches) < keep:
             session.report_batches.append(report_sample(inp))

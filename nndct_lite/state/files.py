@@ -11,7 +11,31 @@ from typing import Any
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "safe_torch_load",
-           "torch_bytes"]
+           "torch_bytes", "ensure_dir"]
+
+
+def _output_error(exc: OSError, path: Path, what: str):
+    from ..errors import OutputError
+    reason = exc.strerror or str(exc)
+    err = OutputError(f"cannot {what}: {reason}", where=str(path),
+                      hint="choose an output_dir that is a writable folder (or can be "
+                           "created) on a disk with free space")
+    err.errno = exc.errno    # the OSError's code (errno.ENOSPC, errno.EACCES, ...)
+    return err
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents); an ``OutputError`` says why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise _output_error(exc, path, "create the output folder (a file of that name "
+                                       "exists)") from None
+    except OSError as exc:
+        raise _output_error(exc, path, "create the output folder") from None
+    return path
+
 
 def _existing_mode(path: Path) -> int | None:
     try:
@@ -28,10 +52,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     works on Windows); a replaced file keeps its permissions. On any failure the temp file is
     removed and the old file is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except OSError as exc:
+        raise _output_error(exc, path, "write the file") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -41,9 +68,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _output_error(exc, path, "write the file") from None
         raise
     return path
 

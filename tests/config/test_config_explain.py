@@ -76,7 +76,8 @@ def test_failed_write_leaves_the_old_file(resolved, tmp_path, monkeypatch):
     def boom(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    from nndct_lite import OutputError
+    with pytest.raises(OutputError, match="disk full"):
         write_resolved_config(target, config, plan)
     assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["resolved_config.json"]
 

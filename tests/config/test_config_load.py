@@ -82,7 +82,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_file(tmp_path):
-    assert "cannot read" in err(str(tmp_path))
+    assert "the config path is a directory" in err(str(tmp_path))
 
 
 def test_not_json_gives_line_and_column(write):

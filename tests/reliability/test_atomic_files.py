@@ -121,7 +121,8 @@ def test_failed_write_keeps_the_previous_files(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError) as err:
+    from nndct_lite import OutputError
+    with pytest.raises(OutputError, match="No space left on device") as err:
         q.export_quant_config()
     assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()

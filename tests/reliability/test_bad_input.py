@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nndct_lite import (CalibrationError, ConfigError, ExportError, InputError, ModeError,
-                        NndctError, QuantInfoError, TraceError, torch_quantizer)
+                        NndctError, OutputError, QuantInfoError, TraceError, torch_quantizer)
 
 
 class DataDependentIf(nn.Module):
@@ -803,6 +803,93 @@ def _(ctx):
     torch_quantizer("calib", mod.UserModel(), (ctx.x1,), output_dir=str(ctx.out()))
 
 
+# ---- raw exceptions found by the audit of issue 22, now project errors
+@case("config_unclosed_brace", "config missing its closing brace, ending in a newline", ConfigError,
+      culprit=["config.json:2:1", "line 2, column 1"])
+def _(ctx):
+    _with_config(ctx, '{"target_device": "DPU"\n')
+
+
+@case("config_fifo", "`quant_config_file` is a named pipe (reading would block)", ConfigError,
+      culprit=["pipe.json", "not a regular file"])
+def _(ctx):
+    import os
+    p = ctx.base() / "pipe.json"
+    if not p.exists():
+        os.mkfifo(p)
+    torch_quantizer("calib", ctx.model, (ctx.x1,), quant_config_file=str(p),
+                    output_dir=str(ctx.out()))
+
+
+@case("config_dev_zero", "`quant_config_file='/dev/zero'` (endless)", ConfigError,
+      culprit=["/dev/zero", "not a regular file"])
+def _(ctx):
+    torch_quantizer("calib", ctx.model, (ctx.x1,), quant_config_file="/dev/zero",
+                    output_dir=str(ctx.out()))
+
+
+@case("calib_empty_batch", "a calibration batch with 0 samples", InputError,
+      culprit=["0 samples", "(0, 3, 8, 8)"])
+def _(ctx):
+    q = torch_quantizer("calib", ctx.model, (ctx.x1,), output_dir=str(ctx.out()))
+    q.quant_model(ctx.x[:0])
+
+
+@case("output_dir_is_a_file", "`output_dir` names an existing file", OutputError,
+      culprit=["taken", "a file of that name exists"])
+def _(ctx):
+    f = ctx.file("taken", "x")
+    torch_quantizer("calib", ctx.model, (ctx.x1,), output_dir=str(f))
+
+
+@case("output_dir_under_a_file", "`output_dir` inside a path that is a file", OutputError,
+      culprit=["plain/sub", "Not a directory"])
+def _(ctx):
+    f = ctx.file("plain", "x")
+    torch_quantizer("calib", ctx.model, (ctx.x1,), output_dir=str(f / "sub"))
+
+
+@case("output_dir_name_too_long", "`output_dir` with a 300-character name", OutputError,
+      culprit=["File name too long"])
+def _(ctx):
+    torch_quantizer("calib", ctx.model, (ctx.x1,), output_dir=str(ctx.base() / ("a" * 300)))
+
+
+@case("output_disk_full", "the disk fills up while `export_quant_config()` writes", OutputError,
+      culprit=["quantize_result/bias_corr.pth", "No space left on device"])
+def _(ctx):
+    import errno
+    import os
+    q = torch_quantizer("calib", ctx.model, (ctx.x1,), output_dir=str(ctx.out()))
+    q.quant_model(ctx.x)
+    with mock.patch("nndct_lite.state.files.os.fsync",
+                    side_effect=OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))):
+        q.export_quant_config()
+
+
+class _Locked(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        import threading
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@case("model_holds_a_lock", "a model holding a `threading.Lock` (cannot be deep-copied)",
+      InputError, culprit=["_Locked cannot be copied", "lock"])
+def _(ctx):
+    torch_quantizer("calib", _Locked(ctx.model), (ctx.x1,), output_dir=str(ctx.out()))
+
+
+@case("model_float64", "a float64 model and input", InputError, culprit=["float64", "model.float()"])
+def _(ctx):
+    torch_quantizer("calib", copy.deepcopy(ctx.model).double(), (ctx.x1.double(),),
+                    output_dir=str(ctx.out()))
+
+
 # ---- numeric inputs that are reported, not raised
 @case("calib_nan_inf", "NaN and +-Inf in a calibration batch", Warning,
       code="QUANTIZER_TORCH_TENSOR_VALUE_INVALID", culprit=["Net::input_0", "NaN/Inf"],
@@ -935,9 +1022,9 @@ def test_bad_input(c: Case, ctx: Ctx):
 
 def test_every_error_class_is_an_nndct_error_and_a_value_error():
     for cls in (ConfigError, TraceError, CalibrationError, QuantInfoError, ExportError, ModeError,
-                InputError):
+                InputError, OutputError):
         assert issubclass(cls, NndctError) and issubclass(cls, ValueError)
-        assert cls.code.startswith("QUANTIZER_TORCH_")
+        assert cls.code.startswith(("QUANTIZER_TORCH_", "NNDCT_LITE_"))
 
 
 def test_batch_size_above_one_does_not_block_deploy(ctx):
@@ -961,7 +1048,7 @@ def test_batch_size_above_one_does_not_block_deploy(ctx):
 _HEAD = """# Errors: what a bad input looks like
 
 nndct_lite raises one exception hierarchy (`nndct_lite/errors.py`); it never exits and never
-returns silently (decisions.md 5). Every class subclasses `NndctError`, itself a `ValueError`, so
+returns silently (only the command-line tool turns errors into exit codes). Every class subclasses `NndctError`, itself a `ValueError`, so
 `except ValueError` in existing scripts keeps working:
 
 | class | default code | raised for |
@@ -974,6 +1061,7 @@ returns silently (decisions.md 5). Every class subclasses `NndctError`, itself a
 | `CalibrationError` | `QUANTIZER_TORCH_NO_CALIBRATION` | calibration state: nothing forwarded yet |
 | `QuantInfoError` | `QUANTIZER_TORCH_CALIB_RESULT_MISMATCH` | `quantize_result/` missing, corrupted or from another model |
 | `ExportError` | `QUANTIZER_TORCH_EXPORT` | a deploy export cannot be produced |
+| `OutputError` | `NNDCT_LITE_OUTPUT` | an output folder or file cannot be created or written (a file in the way, read-only, name too long, disk full); `.errno` holds the OS error code |
 
 Each message reads
 
