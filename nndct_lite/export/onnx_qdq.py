@@ -33,7 +33,6 @@ that is the only difference: docs/exports.md gives the measured agreement.
 from __future__ import annotations
 
 import io
-import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,16 +162,15 @@ class _Point:
 
 
 _TIE_FIX = (RoundMode.HALF_UP, RoundMode.STD_ROUND, RoundMode.HALF_DOWN)
-_ACTIVE: dict[int, _Point] = {}
-_TOKENS = itertools.count()
 
 
 class _QDQ(torch.autograd.Function):
     """Test-mode fake quantization in eager/trace; a Q/DQ pair in the ONNX graph."""
 
     @staticmethod
-    def forward(ctx, x, token):  # noqa: D401 - autograd signature
-        p = _ACTIVE[token]
+    def forward(ctx, x, p):  # noqa: D401 - autograd signature
+        # p: the _Point, passed through as a non-tensor argument (torch.onnx hands it to
+        # symbolic() as it is), so no module-level registry is needed
         q = p.quantizer
         if x.dtype != torch.float32:
             raise ExportError(f"{q.key} quantizes a {x.dtype} tensor; the Q/DQ export writes "
@@ -187,15 +185,15 @@ class _QDQ(torch.autograd.Function):
         return y
 
     @staticmethod
-    def symbolic(g, x, token):
-        return _ACTIVE[token].emit(g, x)
+    def symbolic(g, x, p):
+        return p.emit(g, x)
 
 
-def _qdq_forward(token: int):
+def _qdq_forward(p: _Point):
     def forward(x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
             return x
-        return _QDQ.apply(x, token)
+        return _QDQ.apply(x, p)
     return forward
 
 
@@ -331,21 +329,15 @@ class _Swapped:
 
     def __init__(self, points: list[_Point]):
         self.points = points
-        self.tokens: list[int] = []
 
     def __enter__(self):
         for p in self.points:
-            token = next(_TOKENS)
-            _ACTIVE[token] = p
-            self.tokens.append(token)
-            p.quantizer.__dict__["forward"] = _qdq_forward(token)
+            p.quantizer.__dict__["forward"] = _qdq_forward(p)
         return self
 
     def __exit__(self, *exc):
         for p in self.points:
             p.quantizer.__dict__.pop("forward", None)
-        for t in self.tokens:
-            _ACTIVE.pop(t, None)
         return False
 
 
