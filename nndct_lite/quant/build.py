@@ -122,10 +122,8 @@ def _approximations(mod: nn.Module, node: Node) -> bool:
             mod.post = lambda y, f=factor: y * f
         return True
     if k is OpKind.LEAKY_RELU:
-        if isinstance(mod, nn.LeakyReLU):
-            mod.negative_slope = dpu.LEAKY_SLOPE
-        else:
-            mod.replace = lambda x, *a, **kw: torch.nn.functional.leaky_relu(x, dpu.LEAKY_SLOPE)
+        # only while quantization is on (calib/test): float mode keeps the model's own slope
+        mod.replace = lambda x, *a, **kw: torch.nn.functional.leaky_relu(x, dpu.LEAKY_SLOPE)
         return True
     if k is OpKind.HARDSIGMOID:
         mod.replace = lambda x, *a, **kw: dpu.dpu_hardsigmoid(x)
