@@ -15,7 +15,7 @@ from .config.spec import TargetDevice
 from .errors import CalibrationError, ExportError, InputError, ModeError, QuantInfoError
 from .graph.ir import Graph
 from .session import QuantSession, prepare
-from .state.layout import QUANT_INFO_FILE
+from .state.layout import QAT_CONFIG_FILE, QUANT_INFO_FILE
 from .state.modes import QuantMode, parse_quant_mode
 
 __all__ = ["torch_quantizer"]
@@ -116,6 +116,30 @@ def _check_target(target: object) -> None:
                 target, target)
 
 
+def _qat_config(mode: QuantMode, output_dir: Path, config_file: str | None) -> str:
+    """``qat_proc=True``: test mode of a QAT result (the original's routing). The result folder's
+    ``qat_config.json`` (written by ``QatProcessor.to_deployable``) is the config."""
+    if mode is not QuantMode.TEST:
+        raise InputError(f"qat_proc=True in {mode.value!r} mode: quantization-aware training "
+                         "is not a calibration", where="qat_proc=",
+                         hint="train with nndct_lite.apis.QatProcessor(model, inputs): "
+                              "trainable_model(), your training loop, to_deployable(); then "
+                              "torch_quantizer('test', deployable, inputs, qat_proc=True) "
+                              "(docs/qat.md)")
+    qat_config = output_dir / QAT_CONFIG_FILE
+    if config_file is not None and Path(config_file).resolve() != qat_config.resolve():
+        raise InputError(f"qat_proc=True reads {qat_config}, but quant_config_file names "
+                         f"{config_file}", where="quant_config_file=",
+                         hint="leave quant_config_file out: a QAT result is tested with the "
+                              "configuration it was trained with")
+    if not qat_config.is_file():
+        raise QuantInfoError(f"no {QAT_CONFIG_FILE} in {output_dir}: not a QAT result",
+                             where=str(qat_config),
+                             hint="call QatProcessor.to_deployable(model, output_dir) first, or "
+                                  "test a calibration result without qat_proc")
+    return str(qat_config)
+
+
 class torch_quantizer:  # noqa: N801 - the original's name
     """Quantize a float ``module`` for the DPU (or CPU/GPU float-scale targets).
 
@@ -123,6 +147,8 @@ class torch_quantizer:  # noqa: N801 - the original's name
     calibration data, then ``export_quant_config()`` writes ``quantize_result/``; ``'test'``
     rebuilds the quantized model from those files; ``'float'`` leaves the model unchanged.
     Arguments after ``input_args`` follow vai_q_pytorch 3.5 and may all be given by keyword.
+    ``qat_proc=True`` (test mode) tests a QAT result written by ``QatProcessor.to_deployable``
+    with its ``qat_config.json``.
     """
 
     def __init__(self, quant_mode: str | QuantMode | int, module: nn.Module,
@@ -153,11 +179,7 @@ class torch_quantizer:  # noqa: N801 - the original's name
             raise InputError("the LSTM flow is not part of nndct_lite", where="lstm=",
                              hint="use the PTQ flow (calib/test) for CNNs")
         if qat_proc:
-            raise InputError("torch_quantizer(qat_proc=True) is not the QAT entry point here",
-                             where="qat_proc=",
-                             hint="use nndct_lite.apis.QatProcessor(model, inputs): "
-                                  "trainable_model(), your training loop, to_deployable() "
-                                  "(docs/qat.md)")
+            quant_config_file = _qat_config(self.mode, Path(output_dir), quant_config_file)
         _reject_unimplemented(mix_bit=mix_bit, app_deploy=app_deploy,
                               custom_quant_ops=custom_quant_ops, dynamo=dynamo)
         _check_target(target)

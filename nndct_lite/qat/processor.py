@@ -48,13 +48,13 @@ from ..state.files import atomic_write_text
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
 from ..state.files import ensure_dir
+from ..state.layout import QAT_CONFIG_FILE
 
 __all__ = ["QatProcessor", "TrainablePof2Quantizer", "QAT_CONFIG_FILE"]
 
 log = get_logger("qat")
 
 #: the config QAT calibrates, trains and deploys with (written next to quant_info.json)
-QAT_CONFIG_FILE = "qat_config.json"
 
 _ATTRS = ("weight_q", "bias_q", "out_q")
 

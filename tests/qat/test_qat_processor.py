@@ -102,6 +102,28 @@ def test_to_deployable_writes_the_calib_files(trained):
     assert info["bias_corrected"] is False
 
 
+def test_qat_proc_routes_test_mode_to_the_qat_result(trained, tmp_path):
+    """torch_quantizer('test', ..., qat_proc=True) reads <output_dir>/qat_config.json (the
+    original's routing); calib mode with qat_proc and a folder without a QAT result are refused."""
+    from nndct_lite import InputError, QuantInfoError
+    out, x = trained["out"], trained["x"]
+    q = torch_quantizer("test", trained["deployable"], (x[:4],), output_dir=str(out),
+                        qat_proc=True)
+    with torch.no_grad():
+        assert torch.equal(q.quant_model(x), trained["model"].eval()(x))
+    with pytest.raises(InputError, match="not a calibration"):
+        torch_quantizer("calib", trained["deployable"], (x[:4],), output_dir=str(tmp_path),
+                        qat_proc=True)
+    with pytest.raises(QuantInfoError, match="not a QAT result"):
+        torch_quantizer("test", trained["deployable"], (x[:4],), output_dir=str(tmp_path),
+                        qat_proc=True)
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(InputError, match="qat_proc=True reads"):
+        torch_quantizer("test", trained["deployable"], (x[:4],), output_dir=str(out),
+                        qat_proc=True, quant_config_file=str(other))
+
+
 def test_test_mode_reproduces_the_trained_model(trained):
     out, x = trained["out"], trained["x"]
     q = torch_quantizer("test", trained["deployable"], (x[:4],), output_dir=str(out),
