@@ -28,7 +28,7 @@ from ..quant.freeze import freeze
 from ..quant.placement import Placement
 from ..result import QuantResult
 from ..state.files import atomic_write_bytes, torch_bytes
-from ..state.layout import BIAS_CORR_FILE, QUANT_INFO_FILE
+from ..state.layout import BIAS_CORR_FILE, PARAM_FILE, QUANT_INFO_FILE
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
 from .loading import TestModeLoading
@@ -109,6 +109,10 @@ class QuantSession(TestModeLoading):
         data = torch_bytes(self.bias_corrections()) if self.config.include_bias_corr else None
         if data is not None:
             info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()
+        if self.fast_finetuned:   # pairs this quant_info.json with the param.pth it was made with
+            param_file = self.output_dir / PARAM_FILE
+            if param_file.is_file():
+                info.param_sha256 = hashlib.sha256(param_file.read_bytes()).hexdigest()
 
         def write() -> Path:
             if data is not None:

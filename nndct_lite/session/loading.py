@@ -32,6 +32,7 @@ class TestModeLoading:
     model: nn.Module
     output_dir: Path
     fast_finetuned: bool
+    _param_sha256: str = ""     # from quant_info.json: the param.pth it was exported with
 
     def load_results(self) -> None:
         info = read_quant_info(self.output_dir, self.graph)
@@ -79,6 +80,7 @@ class TestModeLoading:
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                                  hint="re-run calibration with this model")
         self.fast_finetuned = info.fast_finetuned
+        self._param_sha256 = info.param_sha256
         wanted = bool(self.config.include_bias_corr)
         if info.bias_corrected != wanted:
             # the calibration decides: its fix positions were computed with (or without) the
@@ -143,6 +145,14 @@ class TestModeLoading:
                                  code="QUANTIZER_TORCH_FAST_FINETUNE",
                                  hint="call quantizer.fast_finetune(...) in calib mode first, "
                                       "or drop load_ft_param()")
+        expected = self._param_sha256
+        if expected and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise QuantInfoError("param.pth is not the one quant_info.json was exported with "
+                                 "(a later fast finetune wrote it and was stopped before "
+                                 "export_quant_config())", where=str(path),
+                                 code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                                 hint="re-run calibration with fast finetune to completion "
+                                      "(export_quant_config() writes quant_info.json last)")
         sd = safe_torch_load(path, "fast finetune parameter")
         if not isinstance(sd, dict):
             raise QuantInfoError("param.pth must hold a state dict", where=str(path),

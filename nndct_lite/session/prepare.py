@@ -28,7 +28,7 @@ from ..graph.passes.fold_bn import fold_batchnorm
 from ..graph.passes.relu6 import relu6_to_relu
 from ..quant.build import build_quant_model, layer_of, set_mode, write_and_import
 from ..quant.placement import Placement, place_quantizers
-from ..state.files import atomic_write_text, ensure_dir
+from ..state.files import atomic_write_text, ensure_dir, remove_stale_temps
 from ..state.layout import RESOLVED_CONFIG_FILE
 from ..state.modes import QuantMode
 from .core import QuantSession
@@ -126,6 +126,10 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
         return plan.specs(node.name)[kind].spec
 
     ensure_dir(output_dir)
+    stale = remove_stale_temps(output_dir)
+    if stale:
+        log.info("removed %d temp file(s) a killed run left in %s: %s", len(stale), output_dir,
+                 ", ".join(stale))
     w = distributed.world()
     cls, path = write_and_import(graph, output_dir) if w is None else \
         distributed.import_generated(w, graph, output_dir)

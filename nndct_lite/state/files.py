@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "safe_torch_load",
-           "torch_bytes", "ensure_dir"]
+           "torch_bytes", "ensure_dir", "remove_stale_temps"]
 
 
 def _output_error(exc: OSError, path: Path, what: str):
@@ -42,6 +43,42 @@ def _existing_mode(path: Path) -> int | None:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return None
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:           # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temp files ``atomic_write_bytes`` left in ``folder`` when its process was
+    killed mid-write (``.<name>.<pid>.<hex>.tmp`` of a process that no longer runs); returns
+    their names. A live process's temp files (another rank writing) are left alone."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(os.fspath(folder)))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP.match(str(e.name))
+        if m is None or not e.is_file(follow_symlinks=False) or _alive(int(m.group("pid"))):
+            continue
+        try:
+            os.unlink(e.path)
+            removed.append(str(e.name))
+        except OSError:
+            pass
+    return sorted(removed)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -42,6 +42,7 @@ class QuantInfo:
     version: str = VERSION
     graph_md5: str = ""
     bias_corr_sha256: str = ""
+    param_sha256: str = ""      # sha256 of the param.pth this result was exported with
 
 
 def _entry(p: QuantParams | None, bw: int) -> list[Any]:
@@ -120,6 +121,8 @@ def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
     }
     if info.bias_corr_sha256:
         doc["bias_corr_sha256"] = info.bias_corr_sha256
+    if info.param_sha256:
+        doc["param_sha256"] = info.param_sha256
     text = json.dumps(doc, indent=2) + "\n"
     return atomic_write_text(Path(output_dir) / FILE, text)
 
@@ -146,7 +149,8 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
     info = QuantInfo(fast_finetuned=bool(doc.get("fast_finetuned", False)),
                      bias_corrected=bool(doc.get("bias_corrected", False)),
                      version=str(doc.get("version", "")), graph_md5=str(doc.get("graph_md5", "")),
-                     bias_corr_sha256=str(doc.get("bias_corr_sha256", "")))
+                     bias_corr_sha256=str(doc.get("bias_corr_sha256", "")),
+                     param_sha256=str(doc.get("param_sha256", "")))
     info.param = {k: _params(_first(v, f"{path}: /param/{k}"), f"{path}: /param/{k}")
                   for k, v in doc.get("param", {}).items()}
     for section in ("output", "input"):

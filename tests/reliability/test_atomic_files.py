@@ -423,3 +423,45 @@ def test_state_files_never_change_the_umask():
     calls = {n.func.attr for n in ast.walk(ast.parse(inspect.getsource(files)))
              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     assert "umask" not in calls and "fchmod" not in calls
+
+
+def test_a_killed_runs_temp_files_are_removed_by_the_next_run(tmp_path):
+    """Temp files of a process that no longer runs go; a live process's stay (another rank)."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 8, 8)
+    d = tmp_path / "quantize_result"
+    d.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = d / f".quant_info.json.{dead_pid}.0123abcd.tmp"
+    live = d / f".quant_info.json.{os.getppid()}.89abcdef.tmp"
+    other = d / ".keep.tmp"                                   # not one of ours: untouched
+    for p in (stale, live, other):
+        p.write_text("half")
+    _calibrate(d, x)
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_param_pth_of_a_stopped_finetune_is_not_loaded(tmp_path):
+    """quant_info.json records the sha256 of the param.pth it was exported with: a later fast
+    finetune that wrote param.pth and stopped before export_quant_config() is detected."""
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 8, 8)
+    d = tmp_path / "quantize_result"
+    model = Net().eval()
+    q = torch_quantizer("calib", model, (x[:1],), output_dir=str(d))
+    q.fast_finetune(lambda m, xs: m(xs), (q.quant_model, x))
+    q.quant_model(x)
+    q.export_quant_config()
+    info = json.loads((d / "quant_info.json").read_text())
+    assert info["param_sha256"] == hashlib.sha256((d / "param.pth").read_bytes()).hexdigest()
+    qt = torch_quantizer("test", model, (x[:1],), output_dir=str(d))
+    qt.load_ft_param()                                        # the pair is consistent
+    sd = torch.load(d / "param.pth", weights_only=True)       # a second run's param.pth
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = sd[key] + 1.0
+    torch.save(sd, d / "param.pth")
+    qt = torch_quantizer("test", model, (x[:1],), output_dir=str(d))
+    with pytest.raises(QuantInfoError, match="not the one quant_info.json was exported with"):
+        qt.load_ft_param()
