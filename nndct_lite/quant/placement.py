@@ -104,7 +104,9 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
 
     def divisor_only(n: Node) -> bool:
         """``n`` is read only as the divisor of divisions (``a / (s + eps)``): quantized, a small
-        divisor becomes 0 and the quotient inf or NaN, so it stays float."""
+        divisor becomes 0 and the quotient inf or NaN, so it stays float. A division by a tensor
+        does not ask for quantized operands either (holes below): numerator and divisor keep
+        their ratio; its output is quantized."""
         users = _tensor_users(n)
         return bool(users) and n not in output_set and all(
             u.kind is OpKind.DIV and len(u.args) > 1 and u.args[1] is n and u.args[0] is not n
@@ -148,11 +150,12 @@ def place_quantizers(graph: Graph, *, float_nodes: frozenset = frozenset()) -> P
                 continue
             if divisor_only(members[group_of[n]][-1]):
                 continue
+            if n.kind is OpKind.DIV and len(n.args) > 1 and isinstance(n.args[1], Node) \
+                    and n.args[1].is_tensor and n.args[1].kind is not OpKind.CONST:
+                continue            # a division by a tensor reads its operands in float
             for p in _tensor_inputs(n):
                 if placement.source_quantizer(p) is not None:
                     continue
-                if n.kind is OpKind.DIV and len(n.args) > 1 and n.args[1] is p:
-                    continue        # a divisor stays float (divisor_only)
                 src = p
                 while src.kind in _WALK_BACK and src.inputs:
                     src = src.inputs[0]

@@ -268,3 +268,30 @@ def test_linear_attention_divisor_stays_float(tmp_path):
     assert {"aten::float", "aten::matmul", "aten::to"} <= set(_types(g))
     _xir(path)
     _simulate(path, x, ref, exact=False)
+
+
+class UpsamplingPool(nn.Module):
+    """timm's ConvMlp pre-logits at a small input: ``adaptive_avg_pool2d`` from 2x2 up to 7x7
+    (no DPU pool expresses it: a CPU op), then a 7x7 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 4, stride=4)
+        self.fc = nn.Conv2d(8, 10, 7)
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(F.relu(self.c(x)), 7)
+        return self.fc(y)
+
+
+def test_cpu_pool_output_is_quantized_for_the_conv_after_it(tmp_path):
+    g, path, x, ref = _export(UpsamplingPool(), tmp_path)
+    pool = next(op for op in g.ops if op.type == "aten::adaptive_avg_pool2d")
+    conv = next(op for op in g.ops if op.type == "conv2d" and op.attr("kernel")[0] == 7)
+    src = g.op(conv.inputs["input"][0])
+    while src.type in ("transpose", "reshape"):
+        src = g.op(src.inputs["input"][0])
+    # the DPU conv reads a quantized input: the pool's output has its fix (numerics.md 5.3)
+    assert src.type == "fix" and src.inputs["input"] == [pool.name]
+    _xir(path)
+    _simulate(path, x, ref, exact=False)
