@@ -73,6 +73,21 @@ def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
     return infos
 
 
+def _log_float_ops(nodes: list[Node]) -> None:
+    """One WARNING line with the count per op type; the node list at DEBUG (and in
+    resolved_config.json's ``float_ops``)."""
+    def op_name(n: Node) -> str:
+        return layer_type_of(n)
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[op_name(n)] = counts.get(op_name(n), 0) + 1
+    summary = ", ".join(f"{op} x{c}"
+                        for op, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    log.warning("%d op(s) are not supported by the DPU and stay float: %s (the nodes: DEBUG log, "
+                "resolved_config.json float_ops)", len(nodes), summary)
+    log.debug("ops that stay float: %s", ", ".join(f"{n.name} ({op_name(n)})" for n in nodes))
+
+
 def _refuse_empty_batch(inp: tuple[Any, ...]) -> None:
     """A calibration batch without samples would give no statistics (and divide by zero)."""
     for i, a in enumerate(inp):
@@ -117,9 +132,7 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
         rewrites["cross_layer_equalization_pairs"] = [list(p) for p in cross_layer_equalize(graph)]
     placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
     if placement.float_ops:
-        log.warning("these ops are not supported by the DPU and stay float: %s",
-                    ", ".join(f"{n.name} ({getattr(n.target, '__name__', n.target)})"
-                              for n in placement.float_ops))
+        _log_float_ops(placement.float_ops)
     plan = resolve(config, _node_infos(graph, placement))
 
     def spec_of(node: Node, kind: TensorKind) -> QuantSpec:
