@@ -51,6 +51,7 @@ from ..quant.build import quantizers
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
 from ..result import QuantResult
 from ..state.files import atomic_write_bytes
+from .onnx_ops import onnx_forms
 from .torchscript import batch1_example, deploy_state, flatten_outputs, probe
 
 __all__ = ["export_onnx_model", "MIN_OPSET", "INT16_OPSET", "default_opset", "newest_opset"]
@@ -392,7 +393,7 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
                          if t.dim() >= 1})
         buf = io.BytesIO()
         try:
-            with _Swapped(points), warnings.catch_warnings():
+            with _Swapped(points), onnx_forms(result, model), warnings.catch_warnings():
                 # torch's own deprecation notices about its exporter, not the user's code
                 warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX")
                 warnings.filterwarnings("ignore", category=DeprecationWarning,

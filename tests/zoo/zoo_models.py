@@ -220,12 +220,7 @@ CORE = (
 # stage are expected to fail too (reason "needs <stage>: ..."). Every entry is a strict xfail in
 # tests/zoo/test_zoo.py: when a library fix makes it pass, the test XPASSes and fails, and this
 # table must be updated. A failure with a *different* message is a plain test failure.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ('timm-vgg11_bn', 'onnx'):
-        'ExportError: [QUANTIZER_TORCH_EXPORT] torch.onnx.export failed: SymbolicValueError: Unsu'
-        'pported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor of'
-        ' input size. Please feel',
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def known_failure(model_id: str, stage: str) -> str | None:
