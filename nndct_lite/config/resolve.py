@@ -22,6 +22,7 @@ When that node also has the ``activation`` kind (it carries its own output quant
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -206,9 +207,7 @@ class _Resolver:
         types = sorted({n.layer_type for n in self.nodes})
         for rule in self.config.layer_rules:
             if rule.layer_name is not None:
-                if rule.layer_name not in self.by_name:
-                    raise self._unknown_name(rule)
-                self.matches[rule.index] = [rule.layer_name]
+                self.matches[rule.index] = [self._node_named(rule)]
                 self.match_sets[rule.index] = frozenset(self.matches[rule.index])
                 continue
             layer_type = rule.layer_type
@@ -225,6 +224,35 @@ class _Resolver:
                     f"{self.label}, at {rule.pointer}/layer_type: there is no "
                     f"{rule.type_key!r} layer in this model{extra}; {rule.label} has no effect, "
                     f"please remove it from the config file")
+
+    def _node_named(self, rule: LayerRule) -> str:
+        """The node a ``layer_name`` names: the exact name; the name as printed with its
+        ``(Model::nndct_...)`` suffix; or a name written for vai_q_pytorch, whose trailing
+        ``ret.N``/``input.N`` numbering differs from ours, when its module path identifies one
+        node (an INFO line says which; several candidates are an error listing them)."""
+        name = rule.layer_name
+        if name is None:
+            raise ValueError(f"{rule.label} has no layer_name")
+        if name in self.by_name:
+            return name
+        bare = name.split("(", 1)[0].rstrip()
+        if bare in self.by_name:
+            return bare
+        scope, _, last = bare.rpartition("/")
+        if scope and re.fullmatch(r"(ret|input)\.\d+", last):
+            same = [n for n in self.by_name if n.rpartition("/")[0] == scope]
+            if len(same) == 1:
+                _LOG.info("%s: layer_name %r is taken as %r (the same module path; the numbering "
+                          "after the last '/' differs)", rule.label, name, same[0])
+                return same[0]
+            if len(same) > 1:
+                raise ConfigError(
+                    f"{rule.label}: layer_name {name!r} matches no node exactly and its module "
+                    f"path {scope!r} holds {len(same)} nodes", where=f"{self.label}, at "
+                    f"{rule.pointer}/layer_name",
+                    hint="use one of these names (from quantize_result/<Model>.py): "
+                         + "; ".join(same[:10]))
+        raise self._unknown_name(rule)
 
     def _unknown_name(self, rule: LayerRule) -> ConfigError:
         name = rule.layer_name

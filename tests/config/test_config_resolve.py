@@ -159,9 +159,27 @@ def test_unknown_layer_name_lists_the_five_closest_names():
     assert "quantize_result/<Model>.py" in msg
 
 
-def test_layer_name_with_the_normalised_suffix_gets_a_hint():
-    with pytest.raises(ConfigError, match="drop the"):
-        plan_of({"layer_quantize_config": [rule(f"{CONV1}(CifarResNet::nndct_conv2d_1)")]})
+def test_layer_name_as_printed_with_its_normalised_suffix_is_accepted():
+    p = plan_of({"layer_quantize_config": [rule(f"{CONV1}(CifarResNet::nndct_conv2d_1)")]})
+    assert p.rule_matches[0] == (CONV1,)
+
+
+def test_layer_name_with_the_originals_numbering_matches_by_module_path(caplog):
+    """vai_q_pytorch numbers ResNet-20's first conv ret.3, we number it ret.1: the module path
+    names one node, so the rule applies to it, with an INFO line."""
+    with caplog.at_level(logging.INFO, logger="nndct_lite.config"):
+        p = plan_of({"layer_quantize_config": [rule(f"{TOP}/Conv2d[conv1]/ret.3")]})
+    assert p.rule_matches[0] == (CONV1,)
+    assert any("is taken as" in r.getMessage() and CONV1 in r.getMessage()
+               for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_layer_name_whose_module_path_holds_several_nodes_lists_them():
+    block = [n.name for n in resnet20_nodes() if n.name.rpartition("/")[0] == B0]
+    assert len(block) >= 2                  # the block's add and relu are functional ops
+    with pytest.raises(ConfigError, match="holds") as info:
+        plan_of({"layer_quantize_config": [rule(f"{B0}/ret.999")]})
+    assert all(n in str(info.value) for n in block)
 
 
 def test_unmatched_layer_type_is_a_warning(caplog):
