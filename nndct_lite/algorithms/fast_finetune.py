@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._log import get_logger, progress
-from ..calib.bias_correction import BiasCorrector
 from ..config.spec import FinetuneMethod
 from ..errors import CalibrationError, ConfigError
 from ..graph.ops import OpKind
@@ -38,7 +37,7 @@ from .gptq import GptqOptions, GptqTuner
 from .layerwise import ACTS as _ACTS
 from .layerwise import RunFn, run_layerwise
 from .layerwise import capture_inputs as _capture_inputs
-from .layerwise import set_bias_corrector as _set_bias_corrector
+from .layerwise import detach_bias_correctors, renew_bias_correctors
 from .protocols import FinetuneSession, RankSync
 
 __all__ = ["FinetuneOptions", "fast_finetune", "finetune_method"]
@@ -275,13 +274,7 @@ def _finetune(session: FinetuneSession, model: nn.Module, run_fn: RunFn, run_arg
     pristine = copy.deepcopy(model)
     pristine_of = dict(pristine.named_modules())
     path_of = {id(m): n for n, m in model.named_modules()}
-    bcs: dict[str, BiasCorrector] = {}
-    for node in session.graph.nodes:
-        mod = layer_of(model, node)
-        bc = getattr(mod, "bias_corrector", None)
-        if bc is not None:
-            bcs[node.name] = bc
-            _set_bias_corrector(mod, None)
+    bcs = detach_bias_correctors(session.graph, model)
     set_mode(model, QuantMode.CALIB)
     _outputs(model, batches)                      # one calibration: all fix positions
     if session.dist is not None:
@@ -315,8 +308,7 @@ def _finetune(session: FinetuneSession, model: nn.Module, run_fn: RunFn, run_arg
             baseline = loss
         log.debug("fast finetune %s: %d epochs, net loss %s", node.name, epochs, baseline)
     del pristine, pristine_of
-    for node_name, old in bcs.items():
-        _set_bias_corrector(layer_of(model, session.graph.by_name(node_name)), type(old)(old.rate))
+    renew_bias_correctors(session.graph, model, bcs)
     for q in quantizers(model).values():
         q.keep_params = True
     set_mode(model, QuantMode.CALIB)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .._log import get_logger, progress
 from ..calib.bias_correction import BiasCorrector
 from ..errors import CalibrationError
-from ..graph.ir import Node
+from ..graph.ir import Graph, Node
 from ..graph.ops import OpKind
 from ..quant.build import layer_of, quantizers, set_mode
 from ..state.modes import QuantMode
@@ -34,6 +34,7 @@ from .grid import WeightGrid, weight_grid
 from .protocols import FinetuneSession
 
 __all__ = ["RunFn", "ACTS", "capture_inputs", "fused_activation", "set_bias_corrector",
+           "detach_bias_correctors", "renew_bias_correctors",
            "concat_batches", "LayerTuner", "run_layerwise"]
 
 log = get_logger("algorithms")
@@ -73,6 +74,25 @@ def fused_activation(model: nn.Module, node: Node) -> tuple[nn.Module | None, Fl
 def set_bias_corrector(mod: nn.Module, bc: BiasCorrector | None) -> None:
     # torch's stubs type Module.__setattr__'s value as Tensor | Module; any value works
     mod.bias_corrector = bc  # type: ignore[assignment]
+
+
+def detach_bias_correctors(graph: Graph, model: nn.Module) -> dict[str, BiasCorrector]:
+    """Take every layer's bias corrector off (tuning must not move it); returns them by node."""
+    bcs: dict[str, BiasCorrector] = {}
+    for node in graph.nodes:
+        mod = layer_of(model, node)
+        bc = getattr(mod, "bias_corrector", None)
+        if bc is not None:
+            bcs[node.name] = bc
+            set_bias_corrector(mod, None)
+    return bcs
+
+
+def renew_bias_correctors(graph: Graph, model: nn.Module, bcs: dict[str, BiasCorrector]) -> None:
+    """Give each layer of ``bcs`` a fresh corrector of the same rate (calibration measures the
+    tuned weights' bias error anew)."""
+    for node_name, old in bcs.items():
+        set_bias_corrector(layer_of(model, graph.by_name(node_name)), type(old)(old.rate))
 
 
 def concat_batches(batches: list[tuple]) -> tuple:
@@ -183,13 +203,7 @@ def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
     pristine = None
     if float_pass:
         pristine = copy.deepcopy(model)   # float weights: the targets of every layer
-    bcs: dict[str, BiasCorrector] = {}
-    for node in session.graph.nodes:
-        mod = layer_of(model, node)
-        bc = getattr(mod, "bias_corrector", None)
-        if bc is not None:
-            bcs[node.name] = bc
-            set_bias_corrector(mod, None)
+    bcs = detach_bias_correctors(session.graph, model)
     set_mode(model, QuantMode.CALIB)
     with torch.no_grad():
         for b in batches:                          # one calibration: all fix positions
@@ -241,8 +255,7 @@ def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
     for _ in bar:
         pass
     del pristine, stacked
-    for node_name, old in bcs.items():
-        set_bias_corrector(layer_of(model, session.graph.by_name(node_name)), type(old)(old.rate))
+    renew_bias_correctors(session.graph, model, bcs)
     for q in quantizers(model).values():
         q.keep_params = True
     set_mode(model, QuantMode.CALIB)
