@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +77,12 @@ def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
 def _log_float_ops(nodes: list[Node]) -> None:
     """One WARNING line with the count per op type; the node list at DEBUG (and in
     resolved_config.json's ``float_ops``)."""
-    def op_name(n: Node) -> str:
-        return layer_type_of(n)
-    counts: dict[str, int] = {}
-    for n in nodes:
-        counts[op_name(n)] = counts.get(op_name(n), 0) + 1
+    counts = Counter(layer_type_of(n) for n in nodes)
     summary = ", ".join(f"{op} x{c}"
                         for op, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     log.warning("%d op(s) are not supported by the DPU and stay float: %s (the nodes: DEBUG log, "
                 "resolved_config.json float_ops)", len(nodes), summary)
-    log.debug("ops that stay float: %s", ", ".join(f"{n.name} ({op_name(n)})" for n in nodes))
+    log.debug("ops that stay float: %s", ", ".join(f"{n.name} ({layer_type_of(n)})" for n in nodes))
 
 
 def _refuse_empty_batch(inp: tuple[Any, ...]) -> None:
