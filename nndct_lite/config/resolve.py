@@ -261,8 +261,6 @@ class _Resolver:
         close = difflib.get_close_matches(name, list(self.by_name), n=5, cutoff=0.0)
         hint = ("copy the name from the comment of its line in quantize_result/<Model>.py "
                 "(the part before '('); closest node names: " + "; ".join(close))
-        if "(" in name and name.split("(", 1)[0].rstrip() in self.by_name:
-            hint = "drop the '(...)' suffix: " + hint
         return ConfigError(f"{rule.label}: layer_name {name!r} matches no node of this model",
                            where=f"{self.label}, at {rule.pointer}/layer_name", hint=hint)
 
