@@ -15,7 +15,7 @@ def pytest_addoption(parser):
     parser.addoption("--zoo", choices=("core", "all"), default=os.environ.get("NNDCT_LITE_ZOO", "core"),
                      help="zoo suite (tests/zoo): 'core' (default) takes the models of "
                           "zoo_models.CORE through every stage, 'all' every model of the table "
-                          "(about 15 minutes more on two cores); env NNDCT_LITE_ZOO sets the default")
+                          "(about 20 minutes more on two cores); env NNDCT_LITE_ZOO sets the default")
 
 
 def pytest_report_header(config):
@@ -25,10 +25,10 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("zoo") == "all":
         return
-    keep = [it for it in items if it.get_closest_marker("zoo_full") is None]
-    if len(keep) != len(items):
-        config.hook.pytest_deselected(items=[it for it in items if it.get_closest_marker("zoo_full")])
-        items[:] = keep
+    full = [it for it in items if it.get_closest_marker("zoo_full") is not None]
+    if full:
+        config.hook.pytest_deselected(items=full)
+        items[:] = [it for it in items if it.get_closest_marker("zoo_full") is None]
 
 
 if os.environ.get("NNDCT_LITE_EXPECT_INSTALLED"):
