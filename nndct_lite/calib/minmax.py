@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from ..config.spec import QuantSpec
-from ..errors import CalibrationError, ConfigError
+from ..errors import ConfigError
 from ..numerics.params import QuantParams
 from .base import BatchMode, Observer, Role, rows
 from .stats import ScaleHistory
@@ -41,17 +41,16 @@ def maxmin_scale(mn: Sequence[float], mx: Sequence[float], spec: QuantSpec, *,
     for lo, hi in zip(mn, mx):
         lo, hi = float(lo), float(hi)
         if not spec.symmetry:
+            # the range always holds 0, so the zero point is a code of the range (a tensor
+            # with minimum above 0, e.g. a sigmoid output, got zero point -57 from [0.5, 0.7])
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
             s = (hi - lo) / (r.qmax - r.qmin)
             scales.append(s)
             zps.append(round(-lo / s) if s > 0 else 0)
         elif r.qmin < 0:
             scales.append(max(abs(lo), abs(hi)) / r.qmax)
             zps.append(0)
-        else:
-            if lo < 0 and not per_channel:
-                raise CalibrationError(
-                    f"unsigned symmetric quantization of a tensor with minimum {lo}",
-                    where=name, hint="set signed true, or symmetry false")
+        else:   # unsigned symmetric: the range is [0, max]; negative values clamp to 0
             scales.append(max(hi, 0.0) / r.qmax)
             zps.append(0)
     return scales, zps

@@ -87,6 +87,27 @@ def _tensor(a) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True))
 
 
+def _zero_point(g, zp: np.ndarray):
+    """The zero point constant; its type is the Q/DQ type. torch's exporter cannot write uint16
+    tensors: a uint16 zero point is written as int32 (no Q/DQ type) and ``_uint16_zero_points``
+    retypes it in the exported model."""
+    return g.op("Constant", value_t=_tensor(zp.astype(np.int32) if zp.dtype == np.uint16 else zp))
+
+
+def _uint16_zero_points(proto) -> None:
+    """Retype the int32 zero-point constants of the Q/DQ nodes (see ``_zero_point``) to uint16."""
+    from onnx import TensorProto, numpy_helper
+    feeds = {n.input[2] for n in proto.graph.node
+             if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2}
+    for node in proto.graph.node:
+        if node.op_type != "Constant" or node.output[0] not in feeds:
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type == TensorProto.INT32:
+                value = numpy_helper.to_array(attr.t).astype(np.uint16)
+                attr.t.CopyFrom(numpy_helper.from_array(value, attr.t.name))
+
+
 @dataclass
 class _Point:
     """How one FakeQuantizer is written: scale, zero point, type, optional clip."""
@@ -108,7 +129,7 @@ class _Point:
             src = self._pre_round(g, src)
         s = g.op("Constant", value_t=_tensor(self.scale))
         attrs = {} if self.axis is None else {"axis_i": int(self.axis)}
-        z = g.op("Constant", value_t=_tensor(self.zero_point))
+        z = _zero_point(g, self.zero_point)
         y = g.op("DequantizeLinear", g.op("QuantizeLinear", src, s, z, **attrs), s, z, **attrs)
         return self._clip(g, y)
 
@@ -420,6 +441,7 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
                               hint="see torch's reason above; an op without an ONNX symbolic "
                                    "at this opset may need a newer opset_version") from exc
     proto = onnx.load_model_from_string(buf.getvalue())
+    _uint16_zero_points(proto)
     proto.producer_name, proto.producer_version = "nndct_lite", __version__
     try:
         onnx.checker.check_model(proto, full_check=True)

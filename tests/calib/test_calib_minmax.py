@@ -7,7 +7,7 @@ import torch
 from nndct_lite.calib import (BatchMode, MinMaxObserver, Role, make_observer, maxmin_scale,
                               mode_of, reduce_values)
 from nndct_lite.config.spec import CalibMethod, QuantSpec, RoundMode, ScaleType, StatMethod
-from nndct_lite.errors import CalibrationError, ConfigError
+from nndct_lite.errors import ConfigError
 from nndct_lite.numerics import fake_quantize_affine
 
 FLOAT = QuantSpec(scale_type=ScaleType.FLOAT, method=CalibMethod.MAXMIN,
@@ -50,8 +50,8 @@ def test_symmetric_signed_uses_qmax_also_when_narrow():
 
 def test_unsigned_symmetric():
     assert run(FLOAT.with_(signed=False), [[0.0, 2.55]]).scale == torch.tensor(2.55).item() / 255
-    with pytest.raises(CalibrationError):
-        run(FLOAT.with_(signed=False), [[-0.1, 2.55]])
+    # negatives clamp to 0 (the original raised for a per-tensor range; issue 22)
+    assert run(FLOAT.with_(signed=False), [[-0.1, 2.55]]).scale == torch.tensor(2.55).item() / 255
     p = run(FLOAT.with_(signed=False, per_channel=True), [[[-0.1, 2.55], [-1.0, -0.5]]],
             axis=0)
     assert p.scale == (torch.tensor(2.55).item() / 255, 0.0)
@@ -60,7 +60,9 @@ def test_unsigned_symmetric():
 def test_asymmetric_constant_and_per_channel():
     assert run(ASYM, [[1.5, 1.5]]).zero_point == 0
     p = run(ASYM.with_(per_channel=True), [[[-1.0, 3.0], [0.0, 2.55], [1.0, 3.0]]], axis=0)
-    assert p.scale[0] == 4 / 255 and p.zero_point == (64, 0, -128)
+    # channel 2, [1, 3], is widened to [0, 3] so its zero point is a code (the original: -128)
+    assert p.scale[0] == 4 / 255 and p.zero_point == (64, 0, 0)
+    assert p.scale[2] == 3 / 255
 
 
 def test_example_9_statistics():
