@@ -1,12 +1,13 @@
 """``<Model>_int.onnx``: the test-mode quantized model with a QuantizeLinear/DequantizeLinear pair
 at every quantization point (activations, model inputs, weights, biases).
 
-How: for the duration of the export every calibrated ``FakeQuantizer`` forwards through
-``_QDQ``, an ``autograd.Function`` whose ``forward`` is the test-mode fake quantization itself
-(so everything downstream is traced on the exact test-mode values) and whose ``symbolic`` writes
-the Q/DQ pair. The model is then exported with torch's TorchScript-based exporter
-(``dynamo=False``, ``do_constant_folding=False``), checked with ``onnx.checker`` (full check) and
-written atomically.
+How: the exporter traces its own copy of the result's deploy model in which every calibrated
+``FakeQuantizer`` is replaced by a ``_QDQModule`` built from the result's ``QuantParams``. It
+forwards through ``_QDQ``, an ``autograd.Function`` whose ``forward`` is the test-mode fake
+quantization itself (so everything downstream is traced on the exact test-mode values) and whose
+``symbolic`` writes the Q/DQ pair; the result's modules are never changed. The copy is exported
+with torch's TorchScript-based exporter (``dynamo=False``, ``do_constant_folding=False``),
+checked with ``onnx.checker`` (full check) and written atomically.
 
 Encoding of one point (vai_q_pytorch.md 3.3, docs/exports.md):
 
@@ -32,6 +33,7 @@ that is the only difference: docs/exports.md gives the measured agreement.
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from dataclasses import dataclass
@@ -39,19 +41,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..numerics.rounding import RoundMode
 
 from .._version import __version__
 from .._log import get_logger
 from ..calib import Role
+from ..config.spec import QuantSpec
 from ..errors import ExportError
 from ..numerics.fake_quant import _inv_scale
+from ..numerics.params import QuantParams
 from ..quant.build import quantizers
 from ..quant.fake_quantizer import FakeQuantizer, apply_params
 from ..result import QuantResult
 from ..state.files import atomic_write_bytes
-from .onnx_ops import onnx_forms
+from .onnx_ops import use_onnx_forms
 from .torchscript import batch1_example, deploy_state, flatten_outputs, probe
 
 __all__ = ["export_onnx_model", "MIN_OPSET", "INT16_OPSET", "default_opset", "newest_opset"]
@@ -110,10 +115,11 @@ def _uint16_zero_points(proto) -> None:
 
 @dataclass
 class _Point:
-    """How one FakeQuantizer is written: scale, zero point, type, optional clip."""
+    """How one calibrated quantizer is written: scale, zero point, type, optional clip."""
 
     key: str
-    quantizer: FakeQuantizer
+    params: QuantParams
+    spec: QuantSpec
     is_param: bool
     scale: np.ndarray           # float32, 0-d or 1-d
     zero_point: np.ndarray      # container dtype, same shape as scale
@@ -137,7 +143,7 @@ class _Point:
         """QuantizeLinear rounds half to even. For any other rounding mode, round exactly first
         (``r = Round(y)`` plus the tie correction ``y - r == +-0.5``) and hand QuantizeLinear a
         value already on the grid, so onnxruntime reproduces the test-mode rounding exactly."""
-        mode = self.quantizer.spec.round_mode
+        mode = self.spec.round_mode
         if mode is RoundMode.HALF_EVEN:
             return x
         if mode not in _TIE_FIX:
@@ -193,14 +199,13 @@ class _QDQ(torch.autograd.Function):
     def forward(ctx, x, p):  # noqa: D401 - autograd signature
         # p: the _Point, passed through as a non-tensor argument (torch.onnx hands it to
         # symbolic() as it is), so no module-level registry is needed
-        q = p.quantizer
         if x.dtype != torch.float32:
-            raise ExportError(f"{q.key} quantizes a {x.dtype} tensor; the Q/DQ export writes "
+            raise ExportError(f"{p.key} quantizes a {x.dtype} tensor; the Q/DQ export writes "
                               "float32 scales and needs float32 tensors",
-                              where=f"quantizer {q.key}",
+                              where=f"quantizer {p.key}",
                               hint="export the float32 model (model.float()) and float32 "
                                    "example inputs")
-        y = apply_params(x, q.params, q.spec)
+        y = apply_params(x, p.params, p.spec)
         p.ndim = x.dim()
         if p.is_param:
             p.const = y.detach().cpu().clone()
@@ -211,12 +216,19 @@ class _QDQ(torch.autograd.Function):
         return p.emit(g, x)
 
 
-def _qdq_forward(p: _Point):
-    def forward(x):
+class _QDQModule(nn.Module):
+    """Stands in for one calibrated FakeQuantizer in the exporter's copy of the model."""
+
+    def __init__(self, point: _Point):
+        super().__init__()
+        self.point = point
+        # what a conv/linear layer keys its quantized-weight cache on (QuantOp._qweight)
+        self.params, self.spec = point.params, point.spec
+
+    def forward(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
             return x
-        return _QDQ.apply(x, p)
-    return forward
+        return _QDQ.apply(x, self.point)
 
 
 def _as_vector(value, n: int | None) -> np.ndarray:
@@ -226,9 +238,10 @@ def _as_vector(value, n: int | None) -> np.ndarray:
     return a
 
 
-def _plan(q: FakeQuantizer, opset: int) -> _Point:
-    """The ONNX encoding of one calibrated quantizer; ExportError if it has none."""
-    p, spec = q.params, q.spec
+def _plan(q: FakeQuantizer, p: QuantParams | None, opset: int) -> _Point:
+    """The ONNX encoding of quantizer ``q`` with the result's parameters ``p``; ExportError if it
+    has none."""
+    spec = q.spec
     if p is None or not p.is_set:   # _calibrated() passes only calibrated quantizers
         raise ExportError(f"{q.key} was never calibrated: it has no scale to export",
                           where=f"quantizer {q.key}", hint="calibrate before exporting")
@@ -274,10 +287,15 @@ def _plan(q: FakeQuantizer, opset: int) -> _Point:
     wanted = ("uint8", "uint16") if r.qmin >= 0 else ("int8", "int16")
     fits = [c for c in _CONTAINERS if c[0] in wanted and c[3] <= min(r.qmin, zmin)
             and max(r.qmax, zmax) <= c[4]]
-    if not fits:
+    if not fits and r.qmin <= zmin and zmax <= r.qmax:
         raise ExportError(f"{q.key} uses integer range [{r.qmin}, {r.qmax}] (bit width "
                           f"{spec.bit_width}), wider than ONNX Q/DQ types (int16/uint16)",
                           where=f"quantizer {q.key}", hint="use a bit width of 16 or less")
+    if not fits:
+        raise ExportError(f"{q.key} has zero point(s) in [{zmin}, {zmax}], outside its integer "
+                          f"range [{r.qmin}, {r.qmax}]: no Q/DQ type holds both",
+                          where=f"quantizer {q.key}",
+                          hint="re-run calibration (it keeps zero points inside the range)")
     container = fits[0]
     if container[5] > opset:
         raise ExportError(
@@ -292,14 +310,15 @@ def _plan(q: FakeQuantizer, opset: int) -> _Point:
         lo = ((np.float32(r.qmin) - zp.astype(np.float32)) * scale).astype(np.float32)
         hi = ((np.float32(r.qmax) - zp.astype(np.float32)) * scale).astype(np.float32)
         clip = (lo, hi)
-    return _Point(key=q.key, quantizer=q, is_param=q.role is Role.PARAM, scale=scale,
+    return _Point(key=q.key, params=p, spec=spec, is_param=q.role is Role.PARAM, scale=scale,
                   zero_point=zp.astype(container[2]), axis=axis, container=container,
                   clip=clip)
 
 
 def _calibrated(result: QuantResult) -> list[FakeQuantizer]:
+    """The deploy model's quantizers whose parameters the result holds, calibrated."""
     return [q for q in quantizers(result.deploy_model).values()
-            if q.params is not None and q.params.is_set]
+            if q.key in result.params and result.params[q.key].is_set]
 
 
 def _needs_int16(q: FakeQuantizer) -> bool:
@@ -346,21 +365,15 @@ def newest_opset() -> int:
 
 
 # ----------------------------------------------------------------------------- export
-class _Swapped:
-    """Every calibrated FakeQuantizer forwards through ``_QDQ`` while inside."""
-
-    def __init__(self, points: list[_Point]):
-        self.points = points
-
-    def __enter__(self):
-        for p in self.points:
-            p.quantizer.__dict__["forward"] = _qdq_forward(p)
-        return self
-
-    def __exit__(self, *exc):
-        for p in self.points:
-            p.quantizer.__dict__.pop("forward", None)
-        return False
+def _qdq_copy(model: nn.Module, points: list[_Point]) -> nn.Module:
+    """A deep copy of ``model`` in which every calibrated quantizer is a ``_QDQModule``."""
+    dup = copy.deepcopy(model)
+    by_key = {p.key: p for p in points}
+    for parent in list(dup.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FakeQuantizer) and child.key in by_key:
+                setattr(parent, name, _QDQModule(by_key[child.key]))
+    return dup.eval()
 
 
 def _names(result: QuantResult, n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]]:
@@ -398,7 +411,7 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
     example = batch1_example(result, "export_onnx_model()")
     qs = _calibrated(result)
     opset = _resolve_opset(result, opset_version, qs)
-    points = [_plan(q, opset) for q in qs]
+    points = [_plan(q, result.params[q.key], opset) for q in qs]
     if opset >= INT16_OPSET and any(p.container[0] == "int8" and not p.is_param for p in points):
         log.warning("opset %d with int8 Q/DQ: onnxruntime (seen up to 1.32) fails to load such "
                     "models with its default optimizations (microsoft/onnxruntime#25526); load "
@@ -412,9 +425,11 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
             axes = {n: {0: "batch"} for n, a in zip(in_names, example) if a.dim() >= 1}
             axes.update({n: {0: "batch"} for n, t in zip(out_names, flatten_outputs(out))
                          if t.dim() >= 1})
+        traced = _qdq_copy(model, points)
+        use_onnx_forms(result, traced)
         buf = io.BytesIO()
         try:
-            with _Swapped(points), onnx_forms(result, model), warnings.catch_warnings():
+            with warnings.catch_warnings():
                 # torch's own deprecation notices about its exporter, not the user's code
                 warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX")
                 warnings.filterwarnings("ignore", category=DeprecationWarning,
@@ -425,7 +440,7 @@ def export_onnx_model(result: QuantResult, output_dir: str | Path = "quantize_re
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
                                         module=r"nndct_lite\.")
                 # torch's stubs type f as a path; the TorchScript exporter takes a file object
-                torch.onnx.export(model, example, buf,  # type: ignore[arg-type]
+                torch.onnx.export(traced, example, buf,  # type: ignore[arg-type]
                                   dynamo=False, opset_version=opset,
                                   do_constant_folding=False, export_params=True,
                                   input_names=in_names, output_names=out_names,
