@@ -1,4 +1,4 @@
-"""ONNX forms of ops torch's TorchScript exporter refuses, installed only while exporting.
+"""ONNX forms of ops torch's TorchScript exporter refuses, installed on the exporter's own copy.
 
 ``adaptive_avg_pool2d`` to an output size that does not divide the input size (an upsampling
 adaptive pool, e.g. timm's VGG pre-logits on small inputs: 2x2 -> 7x7) has no symbolic in torch.
@@ -10,9 +10,6 @@ values stay torch's own op.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,7 +19,7 @@ from ..graph.ops import OpKind
 from ..quant.build import layer_of
 from ..result import QuantResult
 
-__all__ = ["averaging_matrix", "onnx_forms"]
+__all__ = ["averaging_matrix", "use_onnx_forms"]
 
 
 def averaging_matrix(n: int, o: int) -> torch.Tensor:
@@ -59,31 +56,23 @@ class _AdaptiveAvgPoolMatmul(torch.autograd.Function):
         return g.op("MatMul", g.op("MatMul", ah, x), awt)
 
 
-@contextmanager
-def onnx_forms(result: QuantResult, model: nn.Module) -> Iterator[None]:
-    """For the duration, the adaptive average pools of ``model`` (the result's deploy copy)
-    whose output size does not divide their input size compute through
+def use_onnx_forms(result: QuantResult, model: nn.Module) -> None:
+    """Make the adaptive average pools of ``model`` (the ONNX exporter's own copy of the deploy
+    model) whose output size does not divide their input size compute through
     ``_AdaptiveAvgPoolMatmul`` (same values; an ONNX symbolic)."""
-    swapped = []
-    try:
-        for node in result.graph.nodes:
-            if node.kind is not OpKind.ADAPTIVE_AVGPOOL2D or not node.inputs \
-                    or node.inputs[0].shape is None or node.shape is None \
-                    or len(node.shape) != 4:
-                continue
-            in_hw = tuple(node.inputs[0].shape[-2:])
-            out_hw = tuple(node.shape[-2:])
-            if in_hw[0] % out_hw[0] == 0 and in_hw[1] % out_hw[1] == 0:
-                continue                      # torch's exporter writes these itself
-            mod = layer_of(model, node)
-            if getattr(mod, "replace", None) is not None:
-                continue
-            mod.replace = _replacement(in_hw, out_hw, node.name)
-            swapped.append(mod)
-        yield
-    finally:
-        for mod in swapped:
-            vars(mod).pop("replace", None)     # back to the class default (None)
+    for node in result.graph.nodes:
+        if node.kind is not OpKind.ADAPTIVE_AVGPOOL2D or not node.inputs \
+                or node.inputs[0].shape is None or node.shape is None \
+                or len(node.shape) != 4:
+            continue
+        in_hw = tuple(node.inputs[0].shape[-2:])
+        out_hw = tuple(node.shape[-2:])
+        if in_hw[0] % out_hw[0] == 0 and in_hw[1] % out_hw[1] == 0:
+            continue                      # torch's exporter writes these itself
+        mod = layer_of(model, node)
+        if getattr(mod, "replace", None) is not None:
+            continue
+        mod.replace = _replacement(in_hw, out_hw, node.name)
 
 
 def _replacement(in_hw, out_hw, where: str):
