@@ -20,6 +20,12 @@
    ``qat_config.json``. ``torch_quantizer("test", deployable, inputs, output_dir=...,
    quant_config_file=<output_dir>/qat_config.json)`` then gives the trained model's outputs.
 
+With a float-scale ``config`` (``target_device`` CPU or GPU, ``scale_type`` float) the
+quantizers are :class:`TrainableScaleQuantizer`: the calibrated scale (per tensor or per channel)
+trains as ``log_scale`` with the LSQ gradient (Esser et al., "Learned Step Size Quantization"),
+written for ``log s``: ``s (round(x/s) - x/s)`` inside the range, ``s * clipped code`` outside;
+zero points stay as calibrated; the input gets the clipped STE.
+
 QAT runs with cross-layer equalization and bias correction off (``qat_config.json``): both
 change weights or biases outside training, and the deployed weights must be the trained ones.
 """
@@ -37,20 +43,20 @@ import torch.nn as nn
 
 from .._log import get_logger
 from ..errors import InputError, ModeError
-from ..numerics.fake_quant import channel_view, fake_quantize_pof2
+from ..numerics.fake_quant import channel_view, fake_quantize_affine, fake_quantize_pof2
 from ..numerics.params import QuantParams
 from ..numerics.rounding import round_tensor
 from ..quant.adjust import adjust_fix_positions
 from ..quant.build import layer_of, set_mode
 from ..quant.fake_quantizer import FakeQuantizer
-from ..session import prepare
+from ..session import QuantSession, prepare
 from ..state.files import atomic_write_text
 from ..state.modes import QuantMode
 from ..state.quant_info import QuantInfo, graph_md5, write_quant_info
 from ..state.files import ensure_dir
 from ..state.layout import QAT_CONFIG_FILE
 
-__all__ = ["QatProcessor", "TrainablePof2Quantizer", "QAT_CONFIG_FILE"]
+__all__ = ["QatProcessor", "TrainablePof2Quantizer", "TrainableScaleQuantizer", "QAT_CONFIG_FILE"]
 
 log = get_logger("qat")
 
@@ -121,7 +127,7 @@ class TrainablePof2Quantizer(FakeQuantizer):
             self.register_buffer("log2_t", t)
 
     @property
-    def params(self) -> QuantParams | None:   # type: ignore[override]
+    def params(self) -> QuantParams | None:
         t = self.__dict__.get("_parameters", {}).get("log2_t")
         if t is None:
             t = self.__dict__.get("_buffers", {}).get("log2_t")
@@ -162,6 +168,121 @@ class TrainablePof2Quantizer(FakeQuantizer):
                f"learned={isinstance(self.log2_t, nn.Parameter)}"
 
 
+class _LsqFakeQuant(torch.autograd.Function):
+    """Float-scale fake quant; gradients: clipped STE for x, LSQ for ``log_s``."""
+
+    @staticmethod
+    def forward(ctx, x, log_s, zero_point, qmin, qmax, mode, axis):  # noqa: D401 - autograd API
+        s = torch.exp(log_s.detach())
+        scale = float(s) if axis is None else s
+        ctx.save_for_backward(x)
+        ctx.info = (s, zero_point, qmin, qmax, mode, axis, log_s.shape)
+        return fake_quantize_affine(x.detach(), scale, zero_point, qmin, qmax, mode, axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s, zero_point, qmin, qmax, mode, axis, s_shape = ctx.info
+        if axis is None:
+            st: Any = float(s)
+            z: Any = int(zero_point)
+        else:
+            st = channel_view(s.to(x.dtype), x.dim(), axis)
+            z = channel_view(torch.as_tensor(zero_point, dtype=x.dtype, device=x.device),
+                             x.dim(), axis)
+        v = x / st
+        lo, hi = qmin - z, qmax - z
+        inside = (v >= lo) & (v <= hi)
+        gx = grad * inside.to(grad.dtype)
+        gs = None
+        if ctx.needs_input_grad[1]:
+            d = torch.where(inside, round_tensor(v, mode) - v,
+                            torch.where(v < lo, lo + v * 0, hi + v * 0))
+            g = grad * d * st
+            if axis is None:
+                gs = g.sum().reshape(s_shape)
+            else:
+                ax = axis % x.dim()
+                gs = g.sum(dim=[i for i in range(x.dim()) if i != ax]).reshape(s_shape)
+            gs = gs.to(s.dtype)
+        return gx, gs, None, None, None, None, None
+
+
+class TrainableScaleQuantizer(FakeQuantizer):
+    """A float-scale ``FakeQuantizer`` whose scale is ``exp(log_scale)`` (float64, one value or
+    one per channel), learned with LSQ or fixed; the zero point stays as calibrated. ``params``
+    reads the current scale; assigning ``params`` sets it."""
+
+    def __init__(self, base: FakeQuantizer, params: QuantParams | None, learn: bool):
+        super().__init__(base.key, base.spec, base.role, base.axis, base.target)
+        self.relu_fused = base.relu_fused
+        self.mode = QuantMode.TEST
+        self.zero_point: int | tuple[int, ...] = 0
+        if params is None or params.scale is None:
+            self.register_buffer("log_scale", None)
+            return
+        self.zero_point = params.zero_point
+        t = torch.log(torch.as_tensor(params.scale, dtype=torch.float64)).to(_device_of(base))
+        if learn:
+            self.log_scale = nn.Parameter(t)
+        else:
+            self.register_buffer("log_scale", t)
+
+    def _log_scale(self) -> torch.Tensor | None:
+        t = self.__dict__.get("_parameters", {}).get("log_scale")
+        if t is None:
+            t = self.__dict__.get("_buffers", {}).get("log_scale")
+        return t
+
+    @property
+    def params(self) -> QuantParams | None:
+        t = self._log_scale()
+        if t is None:
+            return None
+        qmax = self.spec.int_range.qmax
+        s = torch.exp(t.detach()).cpu()
+        if s.dim() == 0:
+            zp = int(self.zero_point) if isinstance(self.zero_point, int) \
+                else int(self.zero_point[0])
+            return QuantParams(self.spec.bit_width, scale=float(s), zero_point=zp,
+                               float_max=float(s) * qmax)
+        scales = tuple(float(v) for v in s.tolist())
+        zps = self.zero_point if isinstance(self.zero_point, tuple) \
+            else (int(self.zero_point),) * len(scales)
+        return QuantParams(self.spec.bit_width, scale=scales, zero_point=zps,
+                           float_max=tuple(v * qmax for v in scales),
+                           axis=self.axis)
+
+    @params.setter
+    def params(self, value: QuantParams | None) -> None:
+        t = self._log_scale()
+        if t is None or value is None or value.scale is None:
+            return      # FakeQuantizer.__init__ sets None; an unquantized point stays so
+        with torch.no_grad():
+            t.copy_(torch.log(torch.as_tensor(value.scale, dtype=torch.float64)).reshape(t.shape))
+        self.zero_point = value.zero_point
+
+    def set_mode(self, mode: QuantMode) -> None:
+        self.mode = QuantMode.TEST if mode is not QuantMode.FLOAT else mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self._log_scale()
+        if self.mode is QuantMode.FLOAT or t is None or not isinstance(x, torch.Tensor) \
+                or not x.is_floating_point() or x.numel() == 0:
+            return x
+        if self.relu_fused:
+            x = torch.relu(x)
+        r = self.spec.int_range
+        axis = self.axis if t.dim() else None
+        return _LsqFakeQuant.apply(x, t, self.zero_point, r.qmin, r.qmax, self.spec.round_mode,
+                                   axis)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"{self.key!r}, scale={None if p is None else p.scale}, " \
+               f"learned={isinstance(self._log_scale(), nn.Parameter)}"
+
+
 def _device_of(module: nn.Module) -> torch.device:
     for t in list(module.parameters()) + list(module.buffers()):
         return t.device
@@ -186,10 +307,16 @@ class QatProcessor:
 
     ``model``: the float model (pretrained); ``inputs``: an example input (a tensor or a tuple),
     also the default calibration batch; ``bitwidth``: weights, biases and activations.
+    ``config`` (an extension of the original): a quantization config, a dict or the path of a
+    JSON file as ``torch_quantizer``'s ``quant_config_file`` (e.g. the CPU target with float
+    scales and per-channel weights); default: the DPU default at ``bitwidth``. Its
+    ``include_cle`` and ``include_bias_corr`` are forced off, and ``bitwidth`` fills in
+    ``overall_quantize_config.bit_width`` when the config leaves it out.
     """
 
     def __init__(self, model: nn.Module, inputs: Any, bitwidth: int = 8, mix_bit: bool = False,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 config: dict[str, Any] | str | Path | None = None) -> None:
         if mix_bit:
             raise InputError("mix_bit=True is not supported: mixed-bit search is not "
                              "implemented", where="mix_bit=",
@@ -203,6 +330,7 @@ class QatProcessor:
                              where="bitwidth=")
         self.device = _qat_device(device)
         self.bitwidth = bitwidth
+        self._user_config = _read_config(config)
         self._float = copy.deepcopy(model).to(self.device).eval()
         self._inputs = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
                              for a in _as_tuple(inputs))
@@ -210,23 +338,35 @@ class QatProcessor:
         self._config = Path(self._tmp.name) / QAT_CONFIG_FILE
         self._config_text = json.dumps(self.config_dict(), indent=2) + "\n"
         atomic_write_text(self._config, self._config_text)
-        self._session = None
+        self._session: QuantSession | None = None
         self._deployable: nn.Module | None = None
         self._deploy_dir: Path | None = None
 
-    def config_dict(self) -> dict:
-        """The JSON config of QAT: the DPU default, no CLE, no bias correction."""
-        return {"target_device": "DPU", "include_cle": False, "include_bias_corr": False,
-                "overall_quantize_config": {"bit_width": self.bitwidth}}
+    def config_dict(self) -> dict[str, Any]:
+        """The JSON config of QAT: the given config (default: the DPU default at ``bitwidth``)
+        with no CLE and no bias correction."""
+        if self._user_config is None:
+            return {"target_device": "DPU", "include_cle": False, "include_bias_corr": False,
+                    "overall_quantize_config": {"bit_width": self.bitwidth}}
+        cfg = copy.deepcopy(self._user_config)
+        cfg["include_cle"] = False
+        cfg["include_bias_corr"] = False
+        overall = cfg.setdefault("overall_quantize_config", {})
+        if not isinstance(overall, dict):
+            raise InputError("config: overall_quantize_config must be an object",
+                             where="config=")
+        overall.setdefault("bit_width", self.bitwidth)
+        return cfg
 
     # ------------------------------------------------------------------ training model
     def trainable_model(self, learn_fix_pos: bool = True,
                         calib_batches: Iterable[Any] | None = None) -> nn.Module:
         """The generated model with trainable power-of-two fake quantization, in train mode.
 
-        Fix positions start from a DPU calibration over ``calib_batches`` (inputs of the model,
-        a tensor or a tuple each; default: the constructor's ``inputs``); ``learn_fix_pos``
-        trains them (TQT) or keeps them fixed.
+        Fix positions (float scales with a float-scale ``config``) start from a calibration over
+        ``calib_batches`` (inputs of the model, a tensor or a tuple each; default: the
+        constructor's ``inputs``); ``learn_fix_pos`` trains them (TQT; LSQ for float scales) or
+        keeps them fixed.
         """
         session = prepare(copy.deepcopy(self._float), self._inputs, mode=QuantMode.CALIB,
                           output_dir=Path(self._tmp.name), config_file=self._config,
@@ -248,15 +388,24 @@ class QatProcessor:
                 q = mod._modules.get(attr)
                 if isinstance(q, FakeQuantizer):
                     p = merged.get(q.key)
-                    setattr(mod, attr, TrainablePof2Quantizer(
-                        q, p if p is not None and p.is_set else None, learn_fix_pos))
+                    p = p if p is not None and p.is_set else None
+                    trainable: FakeQuantizer = TrainablePof2Quantizer(q, p, learn_fix_pos) \
+                        if q.spec.is_pof2 else TrainableScaleQuantizer(q, p, learn_fix_pos)
+                    setattr(mod, attr, trainable)
         model.train()
         self._session = session
         return model
 
     # ------------------------------------------------------------------ deploy
-    def _learned(self, trained: nn.Module) -> tuple[dict, dict]:
-        s = self._session
+    def _require_session(self, what: str) -> QuantSession:
+        if self._session is None:
+            raise ModeError(f"{what}() needs the model of trainable_model()",
+                            hint=f"call trainable_model(), train it, then {what}()")
+        return self._session
+
+    def _learned(self, trained: nn.Module
+                 ) -> tuple[dict[str, QuantParams], dict[str, QuantParams]]:
+        s = self._require_session("fix_positions")
         params: dict[str, QuantParams] = {}
         outputs: dict[str, QuantParams] = {}
         for node in s.graph.nodes:
@@ -278,10 +427,7 @@ class QatProcessor:
                       ) -> nn.Module:
         """Write ``quantize_result/`` for ``trained_model`` and return the float model with the
         trained weights (module docstring, step 3)."""
-        s = self._session
-        if s is None:
-            raise ModeError("to_deployable() needs the model of trainable_model()",
-                            hint="call trainable_model(), train it, then to_deployable()")
+        s = self._require_session("to_deployable")
         out = Path(output_dir)
         params, outputs = self._learned(trained_model)
         merged = {**params, **outputs}
@@ -293,7 +439,8 @@ class QatProcessor:
                 mod = layer_of(trained_model, node)
                 for attr in _ATTRS:
                     q = mod._modules.get(attr)
-                    if isinstance(q, TrainablePof2Quantizer) and q.key in merged:
+                    if isinstance(q, (TrainablePof2Quantizer, TrainableScaleQuantizer)) \
+                            and q.key in merged:
                         q.params = merged[q.key]
         deployable = copy.deepcopy(self._float)
         _write_back(s.graph, trained_model, deployable)
@@ -319,21 +466,57 @@ class QatProcessor:
         self._deploy_dir = out
         return deployable
 
-    def export_xmodel(self, output_dir: str | Path = "quantize_result",
-                      deploy_check: bool = False) -> Path:
-        """Test mode on the deployable model, one forward, then the XModel (after
-        ``to_deployable`` into the same ``output_dir``)."""
+    def test_quantizer(self, output_dir: str | Path = "quantize_result") -> Any:
+        """``torch_quantizer("test", deployable, inputs, qat_proc=True)`` on the result of
+        ``to_deployable`` in ``output_dir``, after one forward of ``inputs`` (what the exports
+        need)."""
         from ..api import torch_quantizer
         out = Path(output_dir)
         if self._deployable is None or self._deploy_dir is None \
                 or self._deploy_dir.resolve() != out.resolve():
-            raise ModeError("export_xmodel() needs to_deployable(trained_model, output_dir) "
-                            "with the same output_dir first")
+            raise ModeError("exports need to_deployable(trained_model, output_dir) with the same "
+                            "output_dir first",
+                            hint=f"call to_deployable(trained, {str(out)!r}) first")
         q = torch_quantizer("test", self._deployable, self._inputs, output_dir=str(out),
-                            device=self.device, quant_config_file=str(out / QAT_CONFIG_FILE))
+                            device=self.device, qat_proc=True)
         with torch.no_grad():
             q.quant_model(*self._inputs)
-        return q.export_xmodel(str(out), deploy_check=deploy_check)
+        return q
+
+    def export_xmodel(self, output_dir: str | Path = "quantize_result",
+                      deploy_check: bool = False) -> Path:
+        """Test mode on the deployable model, one forward, then the XModel (after
+        ``to_deployable`` into the same ``output_dir``; power-of-two results only)."""
+        path: Path = self.test_quantizer(output_dir).export_xmodel(str(output_dir),
+                                                                   deploy_check=deploy_check)
+        return path
+
+    def export_onnx_model(self, output_dir: str | Path = "quantize_result",
+                          dynamic_batch: bool = False, opset_version: int | None = None) -> Path:
+        """The Q/DQ ONNX model of the trained result (as ``torch_quantizer``'s)."""
+        path: Path = self.test_quantizer(output_dir).export_onnx_model(
+            str(output_dir), dynamic_batch=dynamic_batch, opset_version=opset_version)
+        return path
+
+    def export_torch_script(self, output_dir: str | Path = "quantize_result") -> Any:
+        """The TorchScript module of the trained result, written as ``<Model>_int.pt``."""
+        return self.test_quantizer(output_dir).export_torch_script(str(output_dir))
+
+
+def _read_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        return copy.deepcopy(config)
+    if isinstance(config, (str, Path)):
+        from ..config.jsonfile import read_json
+        data = read_json(str(config))
+        if not isinstance(data, dict):
+            raise InputError(f"config file {config} does not hold a JSON object",
+                             where="config=")
+        return data
+    raise InputError(f"config must be a dict, a path or None, got {type(config).__name__}",
+                     where="config=")
 
 
 def _tensor_at(model: nn.Module, name: str) -> torch.Tensor | None:
@@ -351,16 +534,17 @@ def _identity_bn(bn: nn.Module, bias: torch.Tensor | None) -> None:
     ``a = gamma / sqrt(var + eps)`` and ``offset = beta - mean * a``; gamma is set to the very
     float ``sqrt(1 + eps)`` the fold divides by, so ``a == 1``; beta carries ``bias`` (for a
     conv without one) or 0."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.weight is None \
+            or bn.bias is None or bn.running_mean is None or bn.running_var is None:
+        raise InputError(f"BatchNorm {type(bn).__name__} without affine parameters or running "
+                         "statistics cannot carry trained weights back", where="to_deployable",
+                         hint="use affine=True BatchNorm layers with running statistics for QAT")
     with torch.no_grad():
         bn.running_mean.zero_()
         bn.running_var.fill_(1.0)
         denom = torch.sqrt(bn.running_var + bn.eps)
-        if bn.weight is None:
-            raise InputError(f"BatchNorm {type(bn).__name__} without affine parameters cannot "
-                             "carry trained weights back", where="to_deployable",
-                             hint="use affine=True BatchNorm layers for QAT")
         bn.weight.copy_(denom)
-        bn.bias.copy_(bias if bias is not None else torch.zeros_like(bn.bias))
+        bn.bias.copy_(bias.to(bn.bias) if bias is not None else torch.zeros_like(bn.bias))
 
 
 def _write_back(graph, trained: nn.Module, float_model: nn.Module) -> None:
@@ -385,4 +569,4 @@ def _write_back(graph, trained: nn.Module, float_model: nn.Module) -> None:
         bn_path = node.meta.get("folded_bn")
         if bn_path:
             bn = float_model.get_submodule(bn_path)
-            _identity_bn(bn, None if orphan_bias is None else orphan_bias.to(bn.bias))
+            _identity_bn(bn, orphan_bias)

@@ -121,6 +121,8 @@ class TensorQuantizer(nn.Module):
     returned unquantized unless quantization is on and an amax is set.
     """
 
+    amax: torch.Tensor | None     # a buffer, or a Parameter with learn_amax
+
     def __init__(self, desc: QuantDescriptor = QuantDescriptor()):
         super().__init__()
         self.desc = desc
@@ -189,8 +191,11 @@ class TensorQuantizer(nn.Module):
         if method not in _AMAX_METHODS:
             raise ValueError(f"method must be one of {_AMAX_METHODS}, got {method!r}")
         if method == "max":
-            if hist:
+            values: list[float]
+            if isinstance(obs, HistogramObserver):
                 values = [self._running_max or 0.0]
+            elif obs.running is None:
+                values = [0.0]
             elif self.desc.unsigned:
                 values = [max(b, 0.0) for b in obs.running[1]]
             else:
@@ -199,7 +204,7 @@ class TensorQuantizer(nn.Module):
             amax = torch.tensor(values if self.desc.axis is not None else values[0],
                                 dtype=torch.float64)
         else:
-            if not hist:
+            if not isinstance(obs, HistogramObserver):
                 raise ValueError(f"method {method!r} needs the histogram: build the quantizer "
                                  "with QuantDescriptor(calib_method='histogram')")
             amax = torch.tensor(self._histogram_amax(obs, method, percentile),
@@ -241,8 +246,7 @@ class TensorQuantizer(nn.Module):
                 m = float(finite.abs().max())
                 self._running_max = m if self._running_max is None else max(self._running_max, m)
 
-    def _amax_for(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.amax
+    def _amax_for(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         if self.desc.axis is not None and a.dim() == 1:
             a = channel_view(a, x.dim(), self.desc.axis)
         return a
@@ -257,7 +261,7 @@ class TensorQuantizer(nn.Module):
                                    "QuantDescriptor(amax=...)")
             return x
         d = self.desc
-        a = self._amax_for(x)
+        a = self._amax_for(x, self.amax)
         if not d.fake_quant:
             return tensor_quant(x, a, d.num_bits, d.unsigned, d.narrow_range)[0]
         if isinstance(self.amax, nn.Parameter):
