@@ -17,7 +17,7 @@ from .naming import model_name_of
 from .ir import Graph, Node
 from .ops import OpKind, kind_of_call, kind_of_module
 from .passes.normalize import normalize
-from .tracer import ConcreteTracer, leaf_replacement, prune
+from .tracer import ConcreteTracer, called_module, leaf_replacement, prune
 
 __all__ = ["capture"]
 
@@ -87,7 +87,7 @@ def _kind(fxn: fx.Node, gm: fx.GraphModule) -> OpKind:
     if fxn.op == "get_attr":
         return OpKind.CONST
     if fxn.op == "call_module":
-        return kind_of_module(gm.get_submodule(fxn.target))
+        return kind_of_module(called_module(gm, fxn))
     kind = kind_of_call(fxn.op, fxn.target, fxn.args, fxn.kwargs)
     if fxn.target is operator.getitem:
         src = fxn.args[0]

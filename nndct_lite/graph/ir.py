@@ -54,6 +54,15 @@ class Node:
     def shape(self) -> tuple[int, ...] | None:
         return self.meta.get("shape")
 
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The traced shape, for code that only runs on tensor nodes; ``ValueError`` when the
+        trace recorded none."""
+        shape = self.meta.get("shape")
+        if shape is None:
+            raise ValueError(f"node {self.name!r} has no traced shape")
+        return shape
+
     def __repr__(self) -> str:
         return f"Node({self.index}, {self.kind.value}, {self.name!r})"
 

@@ -24,9 +24,15 @@ from torch.fx.node import map_arg
 from .._log import get_logger
 from ..errors import TraceError
 
-__all__ = ["ScopeTracer", "ConcreteTracer", "UNKNOWN", "leaf_replacement"]
+__all__ = ["ScopeTracer", "ConcreteTracer", "UNKNOWN", "leaf_replacement", "called_module"]
 
 log = get_logger("graph")
+
+
+def called_module(root: nn.Module, node: fx.Node) -> nn.Module:
+    """The submodule a ``call_module`` node calls (its target is the dotted path)."""
+    assert isinstance(node.target, str), node.op
+    return root.get_submodule(node.target)
 
 
 class _RealModules:
@@ -139,6 +145,8 @@ class _ConcreteProxy(fx.Proxy):
     """A Proxy that answers ``len``/``int``/``float``/``index`` from static concrete values and
     records ``math.ceil``/``floor``/``trunc`` as graph nodes."""
 
+    tracer: ConcreteTracer          # only ConcreteTracer creates these proxies
+
     def __len__(self) -> int:
         return self.tracer.concrete_len(self)
 
@@ -225,6 +233,7 @@ class ConcreteTracer(ScopeTracer):
             with _RealModules(self):
                 try:
                     value = self.root
+                    assert isinstance(node.target, str)
                     for part in node.target.split("."):
                         value = getattr(value, part)
                 except AttributeError:
@@ -240,12 +249,15 @@ class ConcreteTracer(ScopeTracer):
         kwargs = map_arg(node.kwargs, self.values.__getitem__)
         try:
             with torch.no_grad(), _RealModules(self):
+                target = node.target
                 if node.op == "call_function":
-                    value = node.target(*args, **kwargs)
+                    assert callable(target)
+                    value = target(*args, **kwargs)
                 elif node.op == "call_method":
-                    value = getattr(args[0], node.target)(*args[1:], **kwargs)
+                    assert isinstance(target, str)
+                    value = getattr(args[0], target)(*args[1:], **kwargs)
                 else:
-                    value = self.root.get_submodule(node.target)(*args, **kwargs)
+                    value = called_module(self.root, node)(*args, **kwargs)
         except Exception as exc:   # the example input run reports real failures later
             self.errors[node] = f"{type(exc).__name__}: {exc}"
             log.debug("no concrete value for %s: %s", node.name, self.errors[node])
@@ -318,7 +330,8 @@ class ConcreteTracer(ScopeTracer):
     def iter(self, obj: fx.Proxy):
         value = self.values.get(obj.node, UNKNOWN)
         if isinstance(value, (tuple, list, torch.Size)):
-            return iter([obj[i] for i in range(len(value))])
+            # torch.fx installs Proxy.__getitem__ at run time; its stubs do not declare it
+            return iter([obj[i] for i in range(len(value))])  # type: ignore[index]
         raise TraceError(f"control flow: iterating over '{obj.node.name}' "
                          f"({type(value).__name__}) cannot be traced",
                          hint="iterate over a Python range or over a tuple/list of tensors")
@@ -338,7 +351,7 @@ def _is_passthrough(node: fx.Node, root: nn.Module) -> bool:
     if not node.args or not isinstance(node.args[0], fx.Node):
         return False
     if node.op == "call_module":
-        mod = root.get_submodule(node.target)
+        mod = called_module(root, node)
         if type(mod) is nn.Identity:
             return len(node.args) == 1 and not node.kwargs
         return isinstance(mod, nn.modules.dropout._DropoutNd) and not mod.training \

@@ -18,7 +18,7 @@ __all__ = ["adjust_fix_positions"]
 log = get_logger("quant")
 
 
-def _fp(params: dict[str, QuantParams], key: str | None):
+def _fp(params: dict[str, QuantParams], key: str | None) -> int | None:
     p = params.get(key) if key else None
     if p is None or p.fix_pos is None or isinstance(p.fix_pos, tuple):
         return None
@@ -54,7 +54,7 @@ def adjust_fix_positions(graph: Graph, placement: Placement, params: dict[str, Q
             out = placement.output_quantizer_of(node)
             fi, fw = _fp(params, src.name if src else None), _fp(params, wkey)
             fo = _fp(params, out.name if out else None)
-            if None in (fi, fw, fo):
+            if fi is None or fw is None or fo is None or out is None:
                 continue
             cut = fw + fi - fo
             if cut < 0:
@@ -74,12 +74,12 @@ def adjust_fix_positions(graph: Graph, placement: Placement, params: dict[str, Q
         if k in (OpKind.HARDSIGMOID, OpKind.HARDSWISH) and node.inputs:
             src = placement.source_quantizer(node.inputs[0])
             fi = _fp(params, src.name if src else None)
-            if fi is not None and fi < 0:
+            if src is not None and fi is not None and fi < 0:
                 _set(params, src.name, 0, f"{k.value} input >= 0", moves)
                 fi = 0
             out = placement.output_quantizer_of(node)
             fo = _fp(params, out.name if out else None)
-            if fo is not None:
+            if out is not None and fo is not None:
                 if k is OpKind.HARDSIGMOID and fo < 7:
                     _set(params, out.name, 7, "hard-sigmoid output >= 7", moves)
                 if k is OpKind.HARDSWISH and fi is not None and fo > fi + 7:

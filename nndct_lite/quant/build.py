@@ -24,7 +24,7 @@ from ..numerics import dpu
 from ..state.files import atomic_write_text
 from ..state.modes import QuantMode
 from .fake_quantizer import FakeQuantizer
-from .modules import QuantOp
+from .modules import Opaque, QuantOp
 from .placement import Placement
 
 __all__ = ["write_and_import", "load_generated", "build_quant_model", "set_mode", "quantizers",
@@ -68,15 +68,15 @@ def _load_params(mod: nn.Module, node: Node) -> None:
         if isinstance(value, torch.Tensor):
             mod.value = value.clone()
         return
-    if type(mod).__name__ == "Opaque":
+    if isinstance(mod, Opaque):
+        assert node.module is not None      # codegen writes Opaque only for a module node
         mod.inner = copy.deepcopy(node.module)
         return
     for key, tensor in node.params.items():
-        if key in mod._parameters and mod._parameters[key] is not None:
-            target = mod._parameters[key]
-        elif key in mod._buffers and mod._buffers[key] is not None:
-            target = mod._buffers[key]
-        else:
+        target: torch.Tensor | None = mod._parameters.get(key)
+        if target is None:
+            target = mod._buffers.get(key)
+        if target is None:
             continue
         if target.shape != tensor.shape:
             raise TraceError(f"generated module for {node.name} expects {key} of shape "
@@ -89,7 +89,7 @@ def _weight_axis(node: Node) -> int:
     return 1 if node.kind is OpKind.CONV_TRANSPOSE2D else 0
 
 
-def _approximations(mod: nn.Module, node: Node) -> bool:
+def _approximations(mod: QuantOp, node: Node) -> bool:
     """Install the DPU approximation of ``node``; False when its output must stay float."""
     k = node.kind
     if k in (OpKind.ADAPTIVE_AVGPOOL2D, OpKind.AVGPOOL2D):
@@ -102,8 +102,11 @@ def _approximations(mod: nn.Module, node: Node) -> bool:
                 return True     # no DPU pool (a CPU op, no DPU factor); output still quantized
             kh, kw = in_shape[2] // out_shape[2], in_shape[3] // out_shape[3]
         else:
-            ks = node.module.kernel_size if node.module is not None else \
-                (node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size"))
+            if node.module is not None:
+                assert isinstance(node.module, nn.AvgPool2d)    # kind_of_module's AVGPOOL2D
+                ks = node.module.kernel_size
+            else:
+                ks = node.args[1] if len(node.args) > 1 else node.kwargs["kernel_size"]
             kh, kw = (ks, ks) if isinstance(ks, int) else tuple(ks)
         factor = dpu.avgpool_factor(kh, kw)
         if factor != 1.0:
@@ -137,7 +140,7 @@ _FRESH = CONV_LIKE | {OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.DIV, OpKind.CAT
                       OpKind.PAD, OpKind.INTERPOLATE}
 
 
-def _fast_path(mod: nn.Module, node: Node, placement: Placement) -> None:
+def _fast_path(mod: QuantOp, node: Node, placement: Placement) -> None:
     """Mark test-mode shortcuts: in-place quantization of tensors the op created itself, and a
     ReLU folded into its quantizer's clamp when its input is only read by that ReLU."""
     q = mod.out_q
@@ -161,6 +164,7 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
     scratch = Scratch()
     for node in graph.nodes:
         mod = layer_of(model, node)
+        assert isinstance(mod, QuantOp)     # codegen writes nndct_lite.nn layers only
         mod.node_name = node.name
         _load_params(mod, node)
         keep_output = _approximations(mod, node) if dpu_approx else True

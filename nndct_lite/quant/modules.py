@@ -7,7 +7,7 @@ fake-quantize their weight and bias and run bias correction during calibration.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 from ..calib.bias_correction import BiasCorrector
 from ..state.modes import QuantMode
+
+if TYPE_CHECKING:
+    from .fake_quantizer import FakeQuantizer
 
 __all__ = ["NndctQuantModel", "QuantOp", "Input", "Const", "Module", "Method", "Opaque", "Conv1d",
            "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "wrap_module_class", "resolve_function"]
@@ -31,6 +34,12 @@ class QuantOp:
     replace: Callable | None = None   # replaces the float op when quantization is on
     post: Callable | None = None      # applied to the op's result when quantization is on
     relu_fused = False                # a ReLU whose output quantizer clamps at 0 (test mode)
+    # set by quant/build.py on the layers that carry them (submodules / instance attributes)
+    node_name: str
+    out_q: FakeQuantizer
+    weight_q: FakeQuantizer
+    bias_q: FakeQuantizer
+    bias_corrector: BiasCorrector | None
 
     def _skip(self) -> bool:
         """Test mode: a fused ReLU hands its input straight to its quantizer."""
@@ -111,6 +120,8 @@ class Method(QuantOp, nn.Module):
 class Opaque(QuantOp, nn.Module):
     """A module class outside ``torch.nn`` (kept float); the builder sets ``inner``."""
 
+    inner: nn.Module
+
     def __init__(self, path: str):
         super().__init__()
         self.path = path
@@ -185,7 +196,8 @@ class Conv3d(_ParamLayer, nn.Conv3d):
         return self._conv_forward(x, w, b)
 
 
-class ConvTranspose2d(_ParamLayer, nn.ConvTranspose2d):
+# forward(x) takes no output_size: the generated model never passes one
+class ConvTranspose2d(_ParamLayer, nn.ConvTranspose2d):  # type: ignore[misc]
     def _compute(self, x, w, b):
         return F.conv_transpose2d(x, w, b, self.stride, self.padding, self.output_padding,
                                   self.groups, self.dilation)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nndct_lite.errors import NndctError
+from .values import Fixed
 
 __all__ = ["add_xmodel_parser", "main_xmodel", "format_graph", "main"]
 
@@ -137,16 +138,16 @@ def main_xmodel(args) -> int:
             t0 = time.perf_counter()
             vals = sim.run_values(x, layout=args.layout, batch_size=args.batch_size)
             dt = time.perf_counter() - t0
-            arrays = {}
+            arrays: dict[str, np.ndarray] = {}
             for name, v in vals.items():
-                if args.codes and hasattr(v, "codes"):
+                if args.codes and isinstance(v, Fixed):
                     arrays[name] = v.codes
                 else:
                     arrays[name] = v.values()
             for name, v in vals.items():
                 fix = sim.output_fix(name)
                 desc = f"fix_point {fix[1]}, bit_width {fix[0]}" if fix else \
-                    ("float" if not hasattr(v, "codes") else f"fp {v.fp}")
+                    ("float" if not isinstance(v, Fixed) else f"fp {v.fp}")
                 a = arrays[name]
                 print(f"{name}: shape {list(a.shape)} ({desc})")
                 if a.ndim >= 1 and a.shape[0]:
@@ -164,7 +165,8 @@ def main_xmodel(args) -> int:
                 if len(arrays) == 1 and out.suffix != ".npz":
                     np.save(out, next(iter(arrays.values())))
                 else:
-                    np.savez(out, **arrays)
+                    # numpy's stubs read **arrays as its keyword allow_pickle: bool
+                    np.savez(out, **arrays)  # type: ignore[arg-type]
                 print(f"wrote {out}")
             return 0
         print("usage: xmodel {show,run} FILE ...", file=sys.stderr)

@@ -20,7 +20,7 @@ from nndct_lite.xmodel.model import XGraph, XOp, numpy_dtype_of
 from nndct_lite.xmodel.reader import read_xmodel
 
 from .opimpl import resolve
-from .registry import unsupported_error
+from .registry import Impl, unsupported_error
 from .values import Fixed, Floating, SimError, Value, requantize
 
 __all__ = ["Simulator", "simulate", "load_graph"]
@@ -78,7 +78,7 @@ class Simulator:
         errs = self.graph.topo_errors()
         if errs:
             raise SimError("the graph is not in topological order: " + errs[0])
-        self._impl = {}
+        self._impl: dict[str, Impl] = {}
         missing = []
         for op in self.graph:
             if op.type in _INPUT_TYPES:
@@ -86,6 +86,7 @@ class Simulator:
             fn = resolve(op)
             if fn is None:
                 missing.append(op)
+                continue
             self._impl[op.name] = fn
         if missing:
             raise unsupported_error(missing)
@@ -94,7 +95,7 @@ class Simulator:
             raise SimError("the graph has no data op")
         self.inputs: list[str] = [op.name for op in ins]
         self.outputs: list[str] = [op.name for op in self.graph.output_ops()]
-        self.graph_batch = ins[0].output.shape[0] if ins[0].output.shape else 1
+        self.graph_batch = ins[0].shape[0] if ins[0].shape else 1
         #: ops executed in float (not fixed-point) during the last run
         self.float_ops: list[str] = []
         self._const: dict[str, Value] = {}
@@ -175,7 +176,7 @@ class Simulator:
         return out
 
     def _to_stored_layout(self, name: str, x: np.ndarray, layout: str) -> np.ndarray:
-        stored = self.graph.op(name).output.shape
+        stored = self.graph.op(name).shape
         if x.ndim == len(stored) - 1:
             x = x[None]
         if x.ndim != len(stored):
@@ -306,12 +307,13 @@ class Simulator:
 def _concat(vals: list[Value], const: bool) -> Value:
     if len(vals) == 1 or const:
         return vals[0]
-    if all(isinstance(v, Fixed) for v in vals):
-        fps = {v.fp for v in vals}
-        if len(fps) == 1 and all(isinstance(v.denom, int) for v in vals) \
-                and len({v.denom for v in vals}) == 1:
-            return Fixed(np.concatenate([v.codes for v in vals]), vals[0].fp, vals[0].denom,
-                         vals[0].qtype)
+    fixed = [v for v in vals if isinstance(v, Fixed)]
+    if len(fixed) == len(vals):
+        fps = {v.fp for v in fixed}
+        if len(fps) == 1 and all(isinstance(v.denom, int) for v in fixed) \
+                and len({v.denom for v in fixed}) == 1:
+            return Fixed(np.concatenate([v.codes for v in fixed]), fixed[0].fp, fixed[0].denom,
+                         fixed[0].qtype)
     inexact = tuple(dict.fromkeys(n for v in vals if isinstance(v, Floating) for n in v.inexact))
     return Floating(np.concatenate([v.values() for v in vals]), inexact)
 

@@ -10,13 +10,21 @@ from nndct_lite.xmodel.model import DataType, XOp
 
 from .values import Fixed, Floating, SimError, Value, align, requantize, to_fixed
 
-__all__ = ["one", "float_result", "exact_fixed", "exact_ints", "all_fixed", "hw", "pad4", "movement",
+__all__ = ["one", "need", "float_result", "exact_fixed", "exact_ints", "all_fixed", "hw", "pad4", "movement",
            "out_fix", "finish_fix", "at_nonneg_fp", "int_const", "reduce_denom", "axes_attr"]
 
 
 def one(ins, arg="input") -> Value | None:
     vals = ins.get(arg) or []
     return vals[0] if vals else None
+
+
+def need(op: XOp, ins, arg="input") -> Value:
+    """The first value of a required argument; SimError naming the op when it has none."""
+    v = one(ins, arg)
+    if v is None:
+        raise SimError(f"op {op.name!r} ({op.type}) has no {arg!r} input", where=op.name)
+    return v
 
 
 def float_result(op: XOp, data: np.ndarray, *srcs: Value) -> Floating:
@@ -36,7 +44,7 @@ def exact_fixed(v: Value | None) -> Fixed | None:
 
 def exact_ints(*vals: Value | None) -> list[Fixed | None] | None:
     """All values as Fixed with denom 1 when that is exact, else None (None entries pass)."""
-    out = []
+    out: list[Fixed | None] = []
     for v in vals:
         if v is None:
             out.append(None)
@@ -50,7 +58,8 @@ def exact_ints(*vals: Value | None) -> list[Fixed | None] | None:
 
 def all_fixed(vals) -> list[Fixed] | None:
     out = [exact_fixed(v) for v in vals]
-    return None if any(f is None for f in out) else out
+    fixed = [f for f in out if f is not None]
+    return fixed if len(fixed) == len(out) else None
 
 
 def hw(op: XOp, name: str, default=(1, 1), n: int = 2) -> tuple[int, ...]:

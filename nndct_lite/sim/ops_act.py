@@ -167,7 +167,9 @@ def apply_nonlinear(op, acc: Fixed) -> Fixed:
     if kind == "RELU6":
         return _clip(op, acc, 0, 6)
     if kind == "LEAKYRELU":
-        return _leaky_codes(acc, 26.0 / 256.0)
+        y = _leaky_codes(acc, 26.0 / 256.0)
+        assert y is not None            # 26/256 is dyadic: the codes are always exact
+        return y
     if kind in ("HSIGMOID", "HSWISH"):
         x, h_fp = _hsig_in(op, acc)
         h = hsig_dpu_codes(x, op)

@@ -7,13 +7,15 @@ quantize to their output tensor's ``fix_point``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from nndct_lite.xmodel.model import XOp, const_data
 
 from . import kernels as K
 from .ops_act import apply_nonlinear
-from .ophelp import exact_ints, finish_fix, float_result, hw, one, pad4
+from .ophelp import exact_ints, finish_fix, float_result, hw, need, one, pad4
 from .registry import register
 from .values import Fixed, Floating, SimError, align, requantize, to_fixed
 
@@ -96,18 +98,19 @@ _FIX_CONVS = ("conv2d", "depthwise-conv2d", "transposed-conv2d", "transposed-dep
 
 
 def _conv_value(op, ins, base: str, mode: str):
-    x, w, b = one(ins), one(ins, "weights"), one(ins, "bias")
+    x, w, b = need(op, ins), need(op, ins, "weights"), one(ins, "bias")
     fn, n, grouped = _CONVS[base]
     if len(x.shape) != n + 2:
         raise SimError(f"op {op.name!r} ({op.type}): input must be {n + 2}-D "
                        f"({'NLC' if n == 1 else 'NHWC' if n == 2 else 'NHWDC'}), got {list(x.shape)}")
-    kw = dict(stride=hw(op, "stride", (1,) * n, n), dilation=hw(op, "dilation", (1,) * n, n),
-              pad=pad4(op, 2 * n), mode=mode)
+    kw: dict[str, Any] = dict(stride=hw(op, "stride", (1,) * n, n),
+                              dilation=hw(op, "dilation", (1,) * n, n), pad=pad4(op, 2 * n), mode=mode)
     if grouped:
         kw["group"] = int(op.attr("group", 1))
     ex = exact_ints(x, w, b)
     if ex is not None:
         xf, wf, bf = ex
+        assert xf is not None and wf is not None    # exact_ints keeps only the Nones it got
         acc = fn(xf.codes, wf.codes, **kw)
         return add_bias(acc, xf.fp + wf.fp, bf, op)
     y = fn(x.values(), w.values(), **kw)

@@ -61,8 +61,8 @@ def mul_fixed(op, fx: list[Fixed]) -> Fixed:
         if ba and bb and ba.bit_length() + bb.bit_length() > 62:
             raise SimError(f"op {op.name!r}: product overflows int64")
         d = np.asarray(a.denom, dtype=np.int64) * np.asarray(b.denom, dtype=np.int64)
-        d = int(d) if d.ndim == 0 else d
-        acc = reduce_denom(a.codes * b.codes, a.fp + b.fp, d)
+        den: int | np.ndarray = int(d) if d.ndim == 0 else d
+        acc = reduce_denom(a.codes * b.codes, a.fp + b.fp, den)
     return acc
 
 

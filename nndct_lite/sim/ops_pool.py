@@ -122,7 +122,7 @@ def reduce_value(op, v, kind: str, axes, keep: bool):
             return float_result(op, np.prod(x, axis=axes, keepdims=keep), v)
         s = np.sum(v.codes, axis=axes, keepdims=keep, dtype=np.int64)
         d = v.denom * (count if kind == "reduction_mean" else 1)
-        return Fixed(s, v.fp, d)
+        return Fixed(np.asarray(s), v.fp, d)
     x = v.values()
     if kind == "reduction_max":
         return Floating(np.max(x, axis=axes, keepdims=keep), getattr(v, "inexact", ()))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nndct_lite.xmodel.model import numpy_dtype_of
+from nndct_lite.xmodel.model import XOp, numpy_dtype_of
 
-from .ophelp import exact_fixed, finish_fix, float_result, movement, one
+from .ophelp import exact_fixed, finish_fix, float_result, movement, need, one
 from .registry import register
 from .values import Fixed, Floating, SimError, Value, align, dyadic, to_fixed
 
@@ -77,8 +77,8 @@ def _transpose(ctx, op, ins):
 
 
 @register("strided_slice", "strided_slice-fix")
-def _slice(ctx, op, ins):
-    v = one(ins)
+def _slice(ctx, op: XOp, ins: dict[str, list[Value]]) -> Value:
+    v = need(op, ins)
     rank = len(v.shape)
     begin, end, strides = (list(op.attr(k, [])) for k in ("begin", "end", "strides"))
     bm, em = int(op.attr("begin_mask", 0)), int(op.attr("end_mask", 0))

@@ -20,7 +20,7 @@ import numpy as np
 
 from nndct_lite.errors import ExportError
 
-from .model import Attr, AttrType, XGraph, XOp, numpy_dtype_of, parse_data_type
+from .model import Attr, AttrType, XGraph, XOp, XSubGraph, numpy_dtype_of, parse_data_type
 
 __all__ = ["Occur", "ArgSpec", "AttrSpec", "OpSpec", "REGISTRY", "get_spec", "attr_type",
            "validate_op", "validate_graph", "ROUND_MODES"]
@@ -274,10 +274,11 @@ def validate_op(op: XOp, shapes: dict[str, tuple[int, ...]] | None = None, *,
                            f"{[a.name for a in spec.args] or 'no inputs'}")
         if not all(isinstance(n, str) and n for n in names):
             raise _err(op, f"input argument {arg!r} has an invalid producer name in {names!r}")
-    for a in spec.args:
-        n = len(op.inputs.get(a.name, []))
-        if not a.occur.accepts(n):
-            raise _err(op, f"input argument {a.name!r} has {n} op(s); {a.occur.name} needs {a.occur.rule}")
+    for a_spec in spec.args:
+        n = len(op.inputs.get(a_spec.name, []))
+        if not a_spec.occur.accepts(n):
+            raise _err(op, f"input argument {a_spec.name!r} has {n} op(s); {a_spec.occur.name} "
+                           f"needs {a_spec.occur.rule}")
     # attributes
     for s in spec.attrs:
         v = op.attrs.get(s.name)
@@ -290,10 +291,10 @@ def validate_op(op: XOp, shapes: dict[str, tuple[int, ...]] | None = None, *,
                        hint=f"use Attr({s.type}, ...) or XOp.set_attr with a plain value")
         if s.list_length and s.type.container == "vec" and len(v.value) != s.list_length:
             raise _err(op, f"needs {s.list_length} values, got {len(v.value)}: {list(v.value)}", s.name)
-    for k, t in EXTRA_ATTR_TYPES.items():
-        if k[0] == op.type and k[1] in op.attrs and op.attrs[k[1]].type is not t:
+    for (op_type, name), t in EXTRA_ATTR_TYPES.items():
+        if op_type == op.type and name in op.attrs and op.attrs[name].type is not t:
             raise _err(op, f"should be {t.short} like the original quantizer writes it, got "
-                           f"{op.attrs[k[1]].type.short}", k[1])
+                           f"{op.attrs[name].type.short}", name)
     _check_semantics(op, shapes or {})
 
 
@@ -308,8 +309,8 @@ def _check_semantics(op: XOp, shapes: dict[str, tuple[int, ...]]) -> None:
         shape = op.attr("shape")
         if t.startswith("data") and any(d <= 0 for d in shape):
             raise _err(op, f"all dims must be > 0, got {list(shape)}", "shape")
-        if tuple(shape) != tuple(op.output.shape):
-            raise _err(op, f"{list(shape)} differs from the output tensor dims {list(op.output.shape)}",
+        if tuple(shape) != tuple(op.shape):
+            raise _err(op, f"{list(shape)} differs from the output tensor dims {list(op.shape)}",
                        "shape")
     if t in ("const", "const-fix"):
         dt = numpy_dtype_of(op.attr("data_type"))
@@ -358,8 +359,9 @@ def _check_semantics(op: XOp, shapes: dict[str, tuple[int, ...]]) -> None:
         raise _err(op, f"needs {2 * len(xs)} values for a rank-{len(xs)} input, got "
                        f"{len(op.attr('paddings'))}", "paddings")
     if t in ("concat", "concat-fix"):
-        ins = [shapes.get(n) for n in op.inputs.get("input", [])]
-        if all(s is not None for s in ins) and ins:
+        in_names = op.inputs.get("input", [])
+        if in_names and all(n in shapes for n in in_names):
+            ins = [shapes[n] for n in in_names]
             rank = len(ins[0])
             ax = op.attr("axis")
             if not -rank <= ax < rank or any(len(s) != rank for s in ins):
@@ -386,15 +388,14 @@ def validate_graph(graph: XGraph, *, allow_unregistered: bool = False) -> None:
     for op in graph.ops:
         validate_op(op, shapes, allow_unregistered=allow_unregistered)
     if graph.root is not None:
-        _validate_subgraphs(graph)
+        _validate_subgraphs(graph, graph.root)
 
 
-def _validate_subgraphs(graph: XGraph) -> None:
-    root = graph.root
+def _validate_subgraphs(graph: XGraph, root: XSubGraph) -> None:
     names = set(op.name for op in graph.ops)
     seen_sub: set[str] = set()
 
-    def visit(sg, is_root):
+    def visit(sg: XSubGraph, is_root: bool) -> None:
         if sg.name in seen_sub:
             raise ExportError(f"subgraph name {sg.name!r} is used twice", where=sg.name)
         seen_sub.add(sg.name)

@@ -253,10 +253,10 @@ class _Builder:
                 except ValueError as e:
                     raise ExportError(f"CPU op {op.name!r} ({op.type}): {e}",
                                       where=op.name) from e
-                if tuple(op.attr("shape", ())) != tuple(op.output.shape):
+                if tuple(op.attr("shape", ())) != tuple(op.shape):
                     raise ExportError(f"CPU op {op.name!r} ({op.type}): shape attribute "
                                       f"{op.attr('shape')} differs from its output "
-                                      f"{list(op.output.shape)}", where=op.name)
+                                      f"{list(op.shape)}", where=op.name)
 
     def _report(self) -> None:
         if not self.cpu_ops:

@@ -95,8 +95,8 @@ def _named(node: Node) -> list[tuple[str, Any]]:
         else:
             names = list(bound.arguments)
             return [(k, bound.arguments[k]) for k in names[1:]]
-    names = POSITIONAL.get(_base(node), ())
-    out = [(names[i] if i < len(names) else f"arg{i + 1}", v) for i, v in enumerate(args)]
+    pos = POSITIONAL.get(_base(node), ())
+    out = [(pos[i] if i < len(pos) else f"arg{i + 1}", v) for i, v in enumerate(args)]
     return out + list(kwargs.items())
 
 

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ...errors import ExportError
 from ...graph.ir import Node
 from ...graph.ops import OpKind
 from ...xmodel.model import Attr, XOp
@@ -47,6 +48,8 @@ def relu_like(node: Node) -> str | None:
 
 def emit_unary(b, node: Node, xtype: str | None = None) -> None:
     xtype = xtype or _UNARY.get(node.kind) or relu_like(node)
+    if xtype is None:
+        raise ExportError(f"{node.kind.value} has no XIR activation", where=node.name)
     x = b.get(input_node(node), True)
     b.finish(node, XOp(b.name(node), xtype, inputs={"input": [x]}), cl=True)
 
@@ -67,7 +70,7 @@ def emit_prelu(b, node: Node) -> None:
 def emit_hardsigmoid(b, node: Node) -> None:
     x = b.get(input_node(node), True)
     name = b.name(node)
-    b.add(XOp(name + "_i0", "hard-sigmoid", inputs={"input": [x]}), stored_shape(node.shape, True))
+    b.add(XOp(name + "_i0", "hard-sigmoid", inputs={"input": [x]}), stored_shape(node.dims, True))
     b.const(name + "_i1", np.array([HSIGMOID_SCALE], np.float32))
     b.finish(node, XOp(name, "mul", inputs={"input": [name + "_i0", name + "_i1"]}), cl=True)
 
@@ -75,7 +78,7 @@ def emit_hardsigmoid(b, node: Node) -> None:
 def emit_hardswish(b, node: Node) -> None:
     x = b.get(input_node(node), True)
     name = b.name(node)
-    shape = stored_shape(node.shape, True)
+    shape = stored_shape(node.dims, True)
     b.add(XOp(name + "_i0", "hard-sigmoid", inputs={"input": [x]}), shape)
     raw = node.name                      # the original names these two with the raw node name
     b.const(raw + "_i1", np.array([HSIGMOID_SCALE], np.float32))
@@ -86,7 +89,7 @@ def emit_hardswish(b, node: Node) -> None:
 
 def emit_softmax(b, node: Node) -> None:
     src = input_node(node)
-    rank = len(node.shape)
+    rank = len(node.dims)
     dim = arg(node, 1, "dim", None)
     if dim is None:
         dim = rank - 1

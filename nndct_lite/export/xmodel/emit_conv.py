@@ -3,6 +3,7 @@ linear layers (``matmul``) and unfolded batch norms (``batchnorm``)."""
 from __future__ import annotations
 
 import numpy as np
+import torch.nn as nn
 
 from ...errors import ExportError
 from ...graph.ir import Node
@@ -39,7 +40,7 @@ def _same_pads(k: int, d: int) -> tuple[int, int]:
 
 def emit_conv(b, node: Node) -> None:
     m = node.module
-    if m is None:
+    if not isinstance(m, nn.modules.conv._ConvNd):
         raise ExportError("functional convolutions are not exported; use an nn.Conv2d module",
                           where=node.name)
     if getattr(m, "padding_mode", "zeros") != "zeros":
@@ -111,7 +112,7 @@ def emit_batchnorm(b, node: Node) -> None:
     m = node.module
     src = input_node(node)
     rank = len(node.shape or ())
-    if m is None or "running_mean" not in node.params:
+    if not isinstance(m, nn.modules.batchnorm._BatchNorm) or "running_mean" not in node.params:
         raise ExportError("a batch norm without running statistics is not exportable",
                           where=node.name)
     x = b.get(src, True)

@@ -46,7 +46,7 @@ def _tensor_operand(b, src: Node, out_rank: int, name: str) -> str:
     if r == 4:
         return b.get(src, True)
     # a lower-rank tensor broadcasting against a 4-D one: make it 4-D (torch order), then NHWC
-    padded = [1] * (4 - r) + list(src.shape)
+    padded = [1] * (4 - r) + list(src.dims)
     x = b.get(src, False, for_reshape=True)
     nhwc = [padded[p] for p in TO_CL]
     if is_trivial_perm(padded, list(TO_CL)):
@@ -62,7 +62,7 @@ def emit_binary(b, node: Node) -> None:
     if alpha != 1:
         raise ExportError(f"{xtype} with alpha={alpha} has no XIR form", where=node.name)
     name = b.name(node)
-    out_rank = len(node.shape)
+    out_rank = len(node.dims)
     names = []
     for i, a in enumerate(_operands(node)):
         if isinstance(a, Node) and a.kind is not OpKind.CONST:
@@ -78,9 +78,9 @@ def emit_binary(b, node: Node) -> None:
 
 
 def emit_concat(b, node: Node) -> None:
-    seq = node.args[0] if node.args else node.kwargs.get("tensors")
+    seq = node.args[0] if node.args else node.kwargs["tensors"]
     dim = arg(node, 1, "dim", 0)
-    rank = len(node.shape)
+    rank = len(node.dims)
     ins = [b.get(t, True) for t in seq]
     op = XOp(b.name(node), "concat", attrs={"axis": Attr.int32(stored_axis(int(dim), rank, True))},
              inputs={"input": ins})

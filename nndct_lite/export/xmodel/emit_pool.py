@@ -31,8 +31,8 @@ def _torch_out(n: int, k: int, s: int, p: int, ceil: bool) -> int:
 def _window(b, node: Node):
     """kernel, stride, pads [l, r, t, b], pad_mode and whether it is global, from the node."""
     src = input_node(node)
-    ih, iw = src.shape[2], src.shape[3]
-    oh, ow = node.shape[2], node.shape[3]
+    ih, iw = src.dims[2], src.dims[3]
+    oh, ow = node.dims[2], node.dims[3]
     if node.kind is OpKind.ADAPTIVE_AVGPOOL2D:
         kh, kw = ih // oh, iw // ow
         return (kh, kw), (kh, kw), [0, 0, 0, 0], "FLOOR", oh == 1 and ow == 1
@@ -58,7 +58,7 @@ def pool_is_exportable(node: Node) -> bool:
     is not a multiple of the output, divisor_override): those run on the CPU."""
     if node.kind is OpKind.ADAPTIVE_AVGPOOL2D:
         src = input_node(node)
-        return src.shape[2] % node.shape[2] == 0 and src.shape[3] % node.shape[3] == 0
+        return src.dims[2] % node.dims[2] == 0 and src.dims[3] % node.dims[3] == 0
     if node.kind is OpKind.MAXPOOL2D:
         return pair(arg(node, 4, "dilation", 1), "dilation") == (1, 1) \
             and not arg(node, 6, "return_indices", False)
@@ -69,7 +69,7 @@ def emit_pool(b, node: Node) -> None:
     x = b.get(input_node(node), True)
     (kh, kw), (sh, sw), pads, mode, glob = _window(b, node)
     name = b.name(node)
-    shape = stored_shape(node.shape, True)
+    shape = stored_shape(node.dims, True)
     attrs = {"kernel": Attr.int32_vec([kw, kh]), "stride": Attr.int32_vec([sw, sh]),
              "pad": Attr.int32_vec(pads), "pad_mode": Attr.string(mode), "global": Attr.bool(glob)}
     if node.kind is OpKind.MAXPOOL2D:
@@ -87,7 +87,7 @@ def emit_pool(b, node: Node) -> None:
 
 def _dims(node: Node) -> tuple[list[int], bool]:
     src = input_node(node)
-    rank = len(src.shape)
+    rank = len(src.dims)
     dim = arg(node, 1, "dim", None)
     if dim is None:
         dims = list(range(rank))
@@ -99,13 +99,13 @@ def _dims(node: Node) -> tuple[list[int], bool]:
 def mean_on_cpu(node: Node) -> bool:
     """The original writes squeeze-excite's spatial mean with keepdim as ``aten::mean``."""
     dims, keep = _dims(node)
-    return len(input_node(node).shape) == 4 and dims == [2, 3] and keep
+    return len(input_node(node).dims) == 4 and dims == [2, 3] and keep
 
 
 def emit_mean(b, node: Node) -> None:
     """``reduction_mean`` over the reduced axes (DPU), times the correction factor if any."""
     src = input_node(node)
-    rank = len(src.shape)
+    rank = len(src.dims)
     dims, keep = _dims(node)
     if arg(node, 3, "dtype", None) is not None:
         raise ExportError("mean with a dtype is not exportable", where=node.name)
@@ -117,7 +117,7 @@ def emit_mean(b, node: Node) -> None:
     axes = sorted(stored_axis(d, rank, cl) for d in dims)
     name = b.name(node)
     out_cl = cl and keep
-    shape = stored_shape(node.shape, out_cl)
+    shape = stored_shape(node.dims, out_cl)
     factor = b.result_of(node).output_factor
     attrs = {"axis": Attr.int32_vec(axes), "keep_dims": Attr.bool(keep)}
     if factor == 1.0:

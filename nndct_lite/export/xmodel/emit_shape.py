@@ -22,13 +22,13 @@ __all__ = ["emit_reshape", "emit_permute", "emit_getitem", "emit_split_item", "e
 def emit_reshape(b, node: Node) -> None:
     src = input_node(node)
     x = b.get(src, False, for_reshape=True)
-    dims = stored_shape(node.shape, False)
+    dims = stored_shape(node.dims, False)
     cl = len(dims) == 4 and is_trivial_perm(dims, list(TO_CL))
-    b.finish(node, b.reshape(b.name(node), x, stored_shape(node.shape, cl)), cl=cl)
+    b.finish(node, b.reshape(b.name(node), x, stored_shape(node.dims, cl)), cl=cl)
 
 
 def _perm(node: Node) -> list[int]:
-    rank = len(node.shape)
+    rank = len(node.dims)
     if node.kind is OpKind.TRANSPOSE:
         d0, d1 = int(arg(node, 1, "dim0")) % rank, int(arg(node, 2, "dim1")) % rank
         p = list(range(rank))
@@ -63,7 +63,7 @@ def emit_permute(b, node: Node) -> None:
 
 def _slice_op(b, node: Node, src: Node, begin, end, strides, bmask, emask, name=None):
     """``strided_slice`` of ``src`` (torch-order vectors and masks) in src's stored layout."""
-    rank = len(src.shape)
+    rank = len(src.dims)
     cl = rank == 4                  # slices of feature maps run on the DPU, in NHWC
     x = b.get(src, cl)
     p = stored_perm(rank, cl)
@@ -82,7 +82,7 @@ def _slice_op(b, node: Node, src: Node, begin, end, strides, bmask, emask, name=
 def emit_getitem(b, node: Node) -> None:
     """``x[...]`` with slices (and Ellipsis) on a tensor."""
     src = input_node(node)
-    shape = list(src.shape)
+    shape = list(src.dims)
     rank = len(shape)
     idx = node.args[1]
     idx = list(idx) if isinstance(idx, tuple) else [idx]
@@ -138,10 +138,10 @@ def _sections(parent: Node, size: int) -> list[int]:
 def emit_split_item(b, node: Node) -> None:
     parent = node.args[0]
     src = input_node(parent)
-    rank = len(src.shape)
+    rank = len(src.dims)
     unbind = _target(parent) == "unbind"
     dim = int(arg(parent, 1 if unbind else 2, "dim", 0)) % rank
-    secs = _sections(parent, src.shape[dim])
+    secs = _sections(parent, src.dims[dim])
     k = int(node.args[1])
     if not -len(secs) <= k < len(secs):
         raise ExportError(f"item {k} of a split into {len(secs)} parts", where=node.name)
@@ -156,13 +156,13 @@ def emit_split_item(b, node: Node) -> None:
     # unbind: the slice keeps the dim (size 1); a reshape drops it, in torch order
     name = b.name(node) + "_i0"
     op, cl = _slice_op(b, node, src, begin, end, strides, full, full, name=name)
-    kept = list(src.shape)
+    kept = list(src.dims)
     kept[dim] = 1
     b.add(op, stored_shape(kept, cl))
     x = b.convert(Val(name, name, True, 4), kept, False, for_reshape=True) if cl else name
-    dims = stored_shape(node.shape, False)
+    dims = stored_shape(node.dims, False)
     out_cl = len(dims) == 4 and is_trivial_perm(dims, list(TO_CL))
-    b.finish(node, b.reshape(b.name(node), x, stored_shape(node.shape, out_cl)), cl=out_cl)
+    b.finish(node, b.reshape(b.name(node), x, stored_shape(node.dims, out_cl)), cl=out_cl)
 
 
 def _target(node: Node) -> str:
@@ -174,7 +174,7 @@ _PAD_MODES = {"constant": "CONSTANT", "reflect": "REFLECT"}
 
 def emit_pad(b, node: Node) -> None:
     src = input_node(node)
-    rank = len(src.shape)
+    rank = len(src.dims)
     pads = list(arg(node, 1, "pad"))
     mode = arg(node, 2, "mode", "constant")
     value = arg(node, 3, "value", None) or 0.0
@@ -197,14 +197,14 @@ def emit_pad(b, node: Node) -> None:
 
 def emit_resize(b, node: Node) -> None:
     src = input_node(node)
-    if len(src.shape) != 4:
+    if len(src.dims) != 4:
         raise ExportError("only 4-D (N, C, H, W) resizes are exported", where=node.name)
     mode = str(arg(node, 3, "mode", "nearest"))
     if mode not in ("nearest", "bilinear"):
         raise ExportError(f"interpolation mode {mode!r} is not exported (nearest, bilinear)",
                           where=node.name)
     align = bool(arg(node, 4, "align_corners", None) or False)
-    (ih, iw), (oh, ow) = src.shape[2:], node.shape[2:]
+    (ih, iw), (oh, ow) = src.dims[2:], node.dims[2:]
     attrs = {"mode": Attr.string(mode.upper()), "align_corners": Attr.bool(align),
              "half_pixel_centers": Attr.bool(mode == "bilinear" and not align),
              "scale": Attr.float_vec([ow / iw, oh / ih])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..._log import get_logger
-from ..ir import Graph
+from ..ir import Graph, Node
 from ..ops import OpKind
 
 __all__ = ["fold_batchnorm"]
@@ -64,6 +64,7 @@ def fold_batchnorm(graph: Graph) -> list[str]:
             log.info("BatchNorm %s is not folded (%s); it is quantized as its own layer",
                      bn.name, why)
             continue
+        assert isinstance(src, Node)        # _why_not accepts only a conv/linear node
         a, offset = _bn_scale_offset(bn)
         w = src.params["weight"]
         axis = _out_axis(src)

@@ -9,6 +9,8 @@ generation and export then treat both forms alike.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn as nn
 
@@ -39,6 +41,13 @@ def _const_tensor(ref) -> torch.Tensor | None:
             isinstance(ref.params.get("value"), torch.Tensor):
         return ref.params["value"]
     return None
+
+
+def _checked_const(ref: Node) -> torch.Tensor:
+    """The value of a constant node the caller has already accepted with ``_const_tensor``."""
+    value = _const_tensor(ref)
+    assert value is not None, ref
+    return value
 
 
 def _bn_call(node: Node) -> dict | None:
@@ -83,14 +92,14 @@ def batchnorm_calls_to_modules(graph: Graph) -> list[str]:
         x = bound["input"]
         refs = {k: bound[k] for k in ("running_mean", "running_var", "weight", "bias")
                 if isinstance(bound[k], Node)}
-        mean = _const_tensor(refs["running_mean"])
+        mean = _checked_const(refs["running_mean"])
         c = mean.numel()
         affine = "weight" in refs or "bias" in refs
         bn = _BN_CLASSES[len(x.shape)](c, eps=float(bound["eps"]), momentum=bound["momentum"],
                                        affine=affine)
         names = {k: r.param_names.get("value", r.meta.get("fx_name", "")) for k, r in refs.items()}
         path = _common_path(list(names.values())) or node.meta.get("fx_name", node.name)
-        params = {k: _const_tensor(r).detach().clone().reshape(-1) for k, r in refs.items()}
+        params = {k: _checked_const(r).detach().clone().reshape(-1) for k, r in refs.items()}
         if affine:
             params.setdefault("weight", torch.ones(c))
             params.setdefault("bias", torch.zeros(c))
@@ -119,7 +128,9 @@ _LAYER_ARGS = {
     F.conv2d: ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
     F.conv3d: ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
 }
-_CONV_CLASSES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d}
+_CONV_CLASSES: dict[Callable[..., Any], type[nn.Module]] = {
+    F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d}
+_CONV_WEIGHT_DIMS: dict[type[nn.Module], int] = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 
 
@@ -132,7 +143,7 @@ def _layer_module(node: Node):
         return None
     if names is None:
         return None
-    bound = dict(_CONV_DEFAULTS)
+    bound: dict[str, Any] = dict(_CONV_DEFAULTS)
     bound.update(zip(names, node.args))
     bound.update(node.kwargs)
     w = _const_tensor(bound.get("weight"))
@@ -143,13 +154,14 @@ def _layer_module(node: Node):
     if any(isinstance(bound[k], Node) for k in ("stride", "padding", "dilation", "groups")
            if k in names):
         return None
+    mod: nn.Module
     if node.target is F.linear:
         if w.dim() != 2:
             return None
         mod = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     else:
         cls = _CONV_CLASSES[node.target]
-        if w.dim() != {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}[cls]:
+        if w.dim() != _CONV_WEIGHT_DIMS[cls]:
             return None
         groups = int(bound["groups"])
         try:
@@ -172,7 +184,7 @@ def layer_calls_to_modules(graph: Graph) -> list[str]:
         refs = {k: bound[k] for k in ("weight", "bias") if isinstance(bound[k], Node)}
         names = {k: r.param_names.get("value", r.meta.get("fx_name", "")) for k, r in refs.items()}
         path = _common_path(list(names.values())) or node.meta.get("fx_name", node.name)
-        params = {k: _const_tensor(r).detach().clone() for k, r in refs.items()}
+        params = {k: _checked_const(r).detach().clone() for k, r in refs.items()}
         with torch.no_grad():
             for k, v in params.items():
                 getattr(mod, k).copy_(v)
