@@ -18,7 +18,7 @@ from .resolve import QuantPlan
 from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
                    TensorKind)
 
-__all__ = ["explain", "write_resolved_config", "format_explain", "spec_json",
+__all__ = ["explain", "write_resolved_config", "format_explain", "spec_json", "plan_settings",
            "RESOLVED_CONFIG_NAME", "RESOLVED_CONFIG_VERSION"]
 
 RESOLVED_CONFIG_NAME = RESOLVED_CONFIG_FILE
@@ -37,6 +37,26 @@ def spec_json(resolved: ResolvedSpec) -> dict:
     """``{field: {"value": ..., "source": ...}}`` of one resolved spec."""
     return {key: {"value": _plain(getattr(resolved.spec, key)), "source": resolved.sources[key]}
             for key in SPEC_KEYS}
+
+
+def plan_settings(config: QuantConfig, plan: QuantPlan) -> dict[str, Any]:
+    """What a calibration ran with, as quant_info.json records it: the target and, per node and
+    tensor kind, every resolved setting (an index into a table of the distinct settings)."""
+    table: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    nodes: dict[str, dict[str, int]] = {}
+    for name in plan:
+        row = {}
+        for kind, resolved in plan.specs(name).items():
+            values = {key: _plain(getattr(resolved.spec, key)) for key in SPEC_KEYS}
+            text = json.dumps(values, sort_keys=True)
+            if text not in index:
+                index[text] = len(table)
+                table.append(values)
+            row[kind.value] = index[text]
+        if row:
+            nodes[name] = row
+    return {"target_device": config.target_device.value, "table": table, "nodes": nodes}
 
 
 def explain(config: QuantConfig, plan: QuantPlan | None = None) -> dict:

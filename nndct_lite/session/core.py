@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from .. import distributed
 from .._log import get_logger
+from ..config.explain import plan_settings
 from ..config.resolve import QuantPlan
 from ..config.spec import QuantConfig, TargetDevice
 from ..errors import CalibrationError
@@ -105,7 +106,8 @@ class QuantSession(TestModeLoading):
                          output={k: merged[k] for k in outputs},
                          fast_finetuned=self.fast_finetuned,
                          bias_corrected=bool(self.config.include_bias_corr),
-                         graph_md5=graph_md5(self.graph))
+                         graph_md5=graph_md5(self.graph),
+                         settings=plan_settings(self.config, self.plan))
         data = torch_bytes(self.bias_corrections()) if self.config.include_bias_corr else None
         if data is not None:
             info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()

@@ -9,12 +9,15 @@ import torch
 import torch.nn as nn
 
 from .._log import get_logger
-from ..config.spec import QuantConfig
+from ..config.explain import plan_settings
+from ..config.resolve import QuantPlan
+from ..config.spec import QuantConfig, QuantSpec
 from ..errors import QuantInfoError
 from ..graph.ir import Graph
 from ..graph.ops import CONV_LIKE
 from ..numerics.params import QuantParams
 from ..quant.build import layer_of, quantizers
+from ..quant.fake_quantizer import FakeQuantizer
 from ..state.files import safe_torch_load
 from ..state.layout import BIAS_CORR_FILE, PARAM_FILE, QUANT_INFO_FILE
 from ..state.quant_info import graph_md5, read_quant_info
@@ -29,6 +32,7 @@ class TestModeLoading:
 
     graph: Graph
     config: QuantConfig
+    plan: QuantPlan
     model: nn.Module
     output_dir: Path
     fast_finetuned: bool
@@ -37,6 +41,9 @@ class TestModeLoading:
     def load_results(self) -> None:
         info = read_quant_info(self.output_dir, self.graph)
         path = self.output_dir / QUANT_INFO_FILE
+        if info.settings:
+            _check_settings(info.settings, plan_settings(self.config, self.plan), path)
+        channels = _param_channels(self.model)
         for key, q in quantizers(self.model).items():
             section = info.param if q.key in info.param or "::" in key and q.role.name == "PARAM" \
                 else info.output
@@ -56,6 +63,7 @@ class TestModeLoading:
                     hint="use the same quant_config_file for calib and test")
             if entry.is_set:
                 _check_entry_matches_spec(key, entry, q.spec, path)
+                _check_entry_values(key, entry, q.spec, channels.get(key), path)
             q.params = entry if entry.is_set else None
             if entry.is_set and entry.fix_pos is not None and isinstance(entry.fix_pos, tuple):
                 q.params = QuantParams(entry.bit_width, fix_pos=entry.fix_pos, axis=q.axis)
@@ -63,7 +71,10 @@ class TestModeLoading:
                 q.params = QuantParams(entry.bit_width, scale=entry.scale,
                                        zero_point=entry.zero_point, float_max=entry.float_max,
                                        axis=q.axis)
-        if not info.version.startswith("3."):
+        # a file nndct_lite wrote (it has graph_md5) is checked whatever its version says; a
+        # vai_q_pytorch 3.x file has no md5 and may list nodes this graph names differently
+        ours = bool(info.graph_md5) or not info.version.startswith("3.")
+        if ours:
             keys = set(quantizers(self.model))
             extra = [k for k in (*info.param, *info.output) if k not in keys]
             if extra:
@@ -73,8 +84,7 @@ class TestModeLoading:
                     where=f"{path}, node {extra[0]}",
                     code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                     hint="re-run calibration with this model")
-        if info.graph_md5 and info.graph_md5 != graph_md5(self.graph) \
-                and not info.version.startswith("3."):
+        if info.graph_md5 and info.graph_md5 != graph_md5(self.graph):
             raise QuantInfoError("quant_info.json was calibrated on a graph with a different "
                                  "structure (graph_md5 differs)", where=str(path),
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
@@ -188,3 +198,70 @@ def _check_entry_matches_spec(key: str, entry: QuantParams, spec, path: Path) ->
             code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
             hint="test with the quant_config_file (and target) used for calibration, or "
                  "re-run calibration with this one")
+
+
+def _param_channels(model: nn.Module) -> dict[str, int]:
+    """Channel count of every per-channel parameter quantizer, by key."""
+    out: dict[str, int] = {}
+    for mod in model.modules():
+        for attr, name in (("weight_q", "weight"), ("bias_q", "bias")):
+            q = mod._modules.get(attr)
+            tensor = getattr(mod, name, None)
+            if isinstance(q, FakeQuantizer) and q.axis is not None \
+                    and isinstance(tensor, torch.Tensor) and tensor.dim() > q.axis:
+                out[q.key] = int(tensor.shape[q.axis])
+    return out
+
+
+def _check_entry_values(key: str, entry: QuantParams, spec: QuantSpec, channels: int | None,
+                        path: Path) -> None:
+    """Zero points inside the integer range of the tensor's spec; one value per channel."""
+    where = f"{path}, node {key}"
+    values = entry.fix_pos if entry.fix_pos is not None else entry.scale
+    if channels is not None and isinstance(values, tuple) and len(values) != channels:
+        raise QuantInfoError(f"{key} has {len(values)} per-channel values in quant_info.json; "
+                             f"the tensor has {channels} channels", where=where,
+                             code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                             hint="re-run calibration with this model")
+    r = spec.int_range
+    zps = entry.zero_point if isinstance(entry.zero_point, tuple) else (entry.zero_point,)
+    bad = [z for z in zps if not r.qmin <= z <= r.qmax]
+    if bad:
+        raise QuantInfoError(f"zero point {bad[0]} of {key} is outside its integer range "
+                             f"[{r.qmin}, {r.qmax}]", where=where,
+                             hint="re-run calibration to rewrite quant_info.json")
+
+
+def _check_settings(stored: dict, current: dict, path: Path) -> None:
+    """The calibration's recorded settings equal the ones this config resolves to; otherwise an
+    error naming the differing fields (first few), so no run mixes two configurations."""
+    diffs = []
+    if stored.get("target_device") != current["target_device"]:
+        diffs.append(f"target_device {stored.get('target_device')} in quant_info.json, "
+                     f"{current['target_device']} in the config")
+    old_nodes, old_table = stored.get("nodes", {}), stored.get("table", [])
+    # nodes on one side only mean another model: the entry checks name those
+    common = [n for n in current["nodes"] if n in old_nodes]
+    for node in common:
+        row, old_row = current["nodes"][node], old_nodes[node]
+        for kind, i in row.items():
+            if kind not in old_row:
+                diffs.append(f"{node} {kind}: not quantized in quant_info.json, quantized in "
+                             "the config")
+                continue
+            old, new = old_table[old_row[kind]], current["table"][i]
+            fields = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+            if fields:
+                diffs.append(f"{node} {kind}: " + ", ".join(fields))
+    for node in common:
+        for kind in old_nodes[node]:
+            if kind not in current["nodes"][node]:
+                diffs.append(f"{node} {kind}: quantized in quant_info.json, not in the config")
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise QuantInfoError(
+            "quant_info.json was calibrated with other settings (calibration -> this config): "
+            + "; ".join(diffs[:3]) + more, where=str(path),
+            code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+            hint="test with the quant_config_file (and target) used for calibration, or re-run "
+                 "calibration with this one")

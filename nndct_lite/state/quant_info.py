@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = ["QuantInfo", "graph_md5", "write_quant_info", "read_quant_info", "VER
 
 VERSION = "nndct_lite-0.1.0+torch" + torch.__version__.split("+")[0]
 FILE = QUANT_INFO_FILE
+#: widest integer a quant_info.json entry may hold (32: the int32 bias of CPU/GPU kernels)
+MAX_BIT_WIDTH = 32
 
 
 def graph_md5(graph: Graph) -> str:
@@ -43,6 +46,8 @@ class QuantInfo:
     graph_md5: str = ""
     bias_corr_sha256: str = ""
     param_sha256: str = ""      # sha256 of the param.pth this result was exported with
+    #: what the calibration ran with (``config.explain.plan_settings``); empty in older files
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def _entry(p: QuantParams | None, bw: int) -> list[Any]:
@@ -80,18 +85,52 @@ def _first(v: object, where: str) -> Any:
     raise QuantInfoError(f"malformed entry {_short(v)}; {_ENTRY}", where=where, hint=_HINT)
 
 
+def _int(v: object, what: str, where: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise QuantInfoError(f"{what} must be an integer, got {_short(v)}", where=where,
+                             hint=_HINT)
+    if not lo <= v <= hi:
+        raise QuantInfoError(f"{what} {v} is outside [{lo}, {hi}]", where=where, hint=_HINT)
+    return v
+
+
+def _float(v: object, what: str, where: str) -> float:
+    """A finite float >= 0 (JSON numbers; NaN/Infinity literals and strings are refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise QuantInfoError(f"{what} must be a finite number >= 0, got {_short(v)}",
+                             where=where, hint=_HINT)
+    return float(v)
+
+
+def _channels(v: object, n: int | None, what: str, where: str) -> list[object]:
+    if not isinstance(v, list) or not v or (n is not None and len(v) != n):
+        want = "a non-empty list" if n is None else f"a list of {n} values (one per channel)"
+        raise QuantInfoError(f"{what} must be {want}, got {_short(v)}", where=where, hint=_HINT)
+    return v
+
+
+def _scale_triple(scale: object, zp: object, fmax: object, where: str) -> tuple[float, int, float]:
+    s, f = _float(scale, "scale", where), _float(fmax, "float_max", where)
+    z = _int(zp, "zero point", where, -(2 ** 31), 2 ** 32 - 1)
+    if s == 0.0 and f != 0.0:    # an all-zero tensor/channel has scale 0 and float_max 0
+        raise QuantInfoError(f"scale 0 with float_max {f}: only an all-zero range has scale 0",
+                             where=where, hint=_HINT)
+    return s, z, f
+
+
 def _parse_params(entry: object, where: str) -> QuantParams:
-    if not isinstance(entry, list) or not entry or not isinstance(entry[0], int) \
-            or isinstance(entry[0], bool):
+    if not isinstance(entry, list) or not entry:
         raise QuantInfoError(f"malformed entry {_short(entry)}; {_ENTRY}", where=where,
                              hint=_HINT)
-    bw = entry[0]
+    bw = _int(entry[0], "bit width", where, 1, MAX_BIT_WIDTH)
     if len(entry) == 2:
         fp = entry[1]
         if fp is None:
             return QuantParams(bw)
         if isinstance(fp, list):
-            return QuantParams(bw, fix_pos=tuple(int(v) for v in fp), axis=0)
+            fps = [_int(v, "fix position", where, -127, 127)
+                   for v in _channels(fp, None, "fix positions", where)]
+            return QuantParams(bw, fix_pos=tuple(fps), axis=0)
         if isinstance(fp, bool) or not isinstance(fp, int):
             raise QuantInfoError(f"fix position must be an integer, got {fp!r}", where=where,
                                  hint=_HINT)
@@ -102,11 +141,17 @@ def _parse_params(entry: object, where: str) -> QuantParams:
     if len(entry) == 4:
         scale, zp, fmax = entry[1:]
         if isinstance(scale, list):
-            return QuantParams(bw, scale=tuple(scale), zero_point=tuple(int(z) for z in zp),
-                               float_max=tuple(fmax), axis=0)
-        return QuantParams(bw, scale=float(scale), zero_point=int(zp), float_max=float(fmax))
-    raise QuantInfoError(f"entry {entry!r} has {len(entry)} values; expected 2 or 4", where=where,
-                         hint=_HINT)
+            n = len(_channels(scale, None, "scales", where))
+            rows = [_scale_triple(a, b, c, where) for a, b, c in
+                    zip(scale, _channels(zp, n, "zero points", where),
+                        _channels(fmax, n, "float_max values", where))]
+            return QuantParams(bw, scale=tuple(r[0] for r in rows),
+                               zero_point=tuple(r[1] for r in rows),
+                               float_max=tuple(r[2] for r in rows), axis=0)
+        s, z, f = _scale_triple(scale, zp, fmax, where)
+        return QuantParams(bw, scale=s, zero_point=z, float_max=f)
+    raise QuantInfoError(f"entry {_short(entry)} has {len(entry)} values; expected 2 or 4",
+                         where=where, hint=_HINT)
 
 
 def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
@@ -123,6 +168,8 @@ def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
         doc["bias_corr_sha256"] = info.bias_corr_sha256
     if info.param_sha256:
         doc["param_sha256"] = info.param_sha256
+    if info.settings:
+        doc["settings"] = info.settings
     text = json.dumps(doc, indent=2) + "\n"
     return atomic_write_text(Path(output_dir) / FILE, text)
 
@@ -137,20 +184,27 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
                                   "quantizer.export_quant_config() before quant_mode='test'")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise QuantInfoError(f"quant_info.json cannot be read: {exc.strerror or exc}",
+                             where=str(path), hint="check the file's permissions") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise QuantInfoError(f"quant_info.json is not valid JSON ({exc}); the file is "
                              "corrupted or truncated", where=str(path),
-                             hint="re-run calibration to rewrite it") from exc
+                             hint="re-run calibration to rewrite it") from None
+    except RecursionError:
+        raise QuantInfoError("quant_info.json is nested too deeply to be a calibration result",
+                             where=str(path), hint=_HINT) from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
                                             for k in ("param", "output", "input")):
         raise QuantInfoError("quant_info.json must be an object with 'param', 'output' and "
                              "'input' objects", where=str(path), hint=_HINT)
     by_norm = {n.normalized: n.name for n in graph.nodes}
-    info = QuantInfo(fast_finetuned=bool(doc.get("fast_finetuned", False)),
-                     bias_corrected=bool(doc.get("bias_corrected", False)),
-                     version=str(doc.get("version", "")), graph_md5=str(doc.get("graph_md5", "")),
-                     bias_corr_sha256=str(doc.get("bias_corr_sha256", "")),
-                     param_sha256=str(doc.get("param_sha256", "")))
+    info = QuantInfo(fast_finetuned=_flag(doc, "fast_finetuned", path),
+                     bias_corrected=_flag(doc, "bias_corrected", path),
+                     version=_text(doc, "version", path), graph_md5=_text(doc, "graph_md5", path),
+                     bias_corr_sha256=_text(doc, "bias_corr_sha256", path),
+                     param_sha256=_text(doc, "param_sha256", path),
+                     settings=_settings(doc, path))
     info.param = {k: _params(_first(v, f"{path}: /param/{k}"), f"{path}: /param/{k}")
                   for k, v in doc.get("param", {}).items()}
     for section in ("output", "input"):
@@ -160,3 +214,36 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
             entries[by_norm.get(k, k)] = _params(_first(v, w), w)
         setattr(info, section, entries)
     return info
+
+
+def _flag(doc: dict, key: str, path: Path) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise QuantInfoError(f"{key} must be true or false, got {_short(value)}",
+                             where=f"{path}: /{key}", hint=_HINT)
+    return value
+
+
+def _text(doc: dict, key: str, path: Path) -> str:
+    value = doc.get(key, "")
+    if not isinstance(value, str) or len(value) > 200:
+        raise QuantInfoError(f"{key} must be a short string, got {_short(value)}",
+                             where=f"{path}: /{key}", hint=_HINT)
+    return value
+
+
+def _settings(doc: dict, path: Path) -> dict[str, Any]:
+    """The ``settings`` record: a table of setting objects and node -> kind -> table index."""
+    value = doc.get("settings", {})
+    where = f"{path}: /settings"
+    ok = isinstance(value, dict) and (not value or (
+        isinstance(value.get("target_device"), str) and isinstance(value.get("table"), list)
+        and all(isinstance(t, dict) for t in value["table"])
+        and isinstance(value.get("nodes"), dict)
+        and all(isinstance(row, dict) and all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(value["table"])
+            for i in row.values()) for row in value["nodes"].values())))
+    if not ok:
+        raise QuantInfoError("settings must be {target_device, table: [objects], nodes: {node: "
+                             "{kind: table index}}}", where=where, hint=_HINT)
+    return value

@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Callable
 from unittest import mock
 
-if __name__ == "__main__":   # python tests/reliability/test_bad_input.py, from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import pytest
 import torch
 import torch.nn as nn
@@ -563,13 +560,13 @@ def _(ctx):
 
 
 @case("quant_info_fix_pos_list_str", "per-channel fix positions `[\"x\"]`", QuantInfoError,
-      culprit=["/param/Net::conv1.weight", "'x'"])
+      culprit=["/param/Net::conv1.weight", '"x"'])
 def _(ctx):
     _qi_entries(ctx, [[8, ["x"]]])
 
 
 @case("quant_info_scale_str", "float-scale entry with scale `\"a\"`", QuantInfoError,
-      culprit=["/param/Net::conv1.weight", "'a'"])
+      culprit=["/param/Net::conv1.weight", '"a"'])
 def _(ctx):
     _qi_entries(ctx, [[8, "a", 0, 1.0]])
 

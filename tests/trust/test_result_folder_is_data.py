@@ -124,10 +124,14 @@ CPU = ('{"target_device": "CPU", "include_cle": false, "include_bias_corr": fals
 CPU_PER_CHANNEL = CPU[:-2] + '}, "tensor_quantize_config": {"weights": {"per_channel": true}}}'
 
 
+CPU_MSE = CPU.replace('"maxmin"', '"mse"')
+
+
 @pytest.mark.parametrize("calib_cfg, test_cfg, field", [
-    (CPU, None, "scale_type float in quant_info.json, poweroftwo in the config"),
-    (None, CPU, "scale_type poweroftwo in quant_info.json, float in the config"),
-    (CPU, CPU_PER_CHANNEL, "per_channel false in quant_info.json, true in the config"),
+    (CPU, None, "target_device CPU in quant_info.json, DPU in the config"),
+    (None, CPU, "target_device DPU in quant_info.json, CPU in the config"),
+    (CPU, CPU_PER_CHANNEL, "weights: per_channel False -> True"),
+    (CPU, CPU_MSE, "input: method 'maxmin' -> 'mse'"),
 ])
 def test_test_mode_refuses_a_calibration_made_with_another_config(tmp_path, calib_cfg, test_cfg,
                                                                   field):
