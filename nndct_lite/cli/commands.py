@@ -110,6 +110,7 @@ def _cmd_show_quant_info(args: argparse.Namespace) -> int:
 # =============================================================================== report
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..report import CHART_FILE, REPORT_FILE, load_rows, write_chart
+    from ..report.files import check_same_run
     path = args.dir / REPORT_FILE if args.dir.is_dir() else args.dir
     if not path.is_file():
         raise InputError(f"no {REPORT_FILE} in {args.dir}", where=str(path),
@@ -117,6 +118,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                          hint="calibrate with torch_quantizer('calib', ...) and call "
                               "export_quant_config(): it writes the report next to "
                               "quant_info.json")
+    check_same_run(path.parent)
     if args.chart:     # before printing: a missing report.json or matplotlib fails cleanly
         rows, worst = load_rows(path.parent)
         write_chart(rows, path.parent, worst=worst)

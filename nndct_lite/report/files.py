@@ -14,6 +14,7 @@ from typing import Sequence
 from .._log import get_logger
 from ..errors import InputError
 from ..state.files import atomic_write_bytes, atomic_write_text
+from ..state.layout import QUANT_INFO_FILE
 from .render import WORST_N, fmt_db, model_name, render_markdown, worst_rows
 from .rows import LayerRow
 
@@ -30,14 +31,17 @@ REPORT_FORMAT = "nndct_lite.report/1"
 
 
 def write_report(rows: Sequence[LayerRow], output_dir: str | Path, *, worst: int = WORST_N,
-                 chart: bool = False) -> Path:
+                 chart: bool = False, run_id: str = "") -> Path:
     """Write ``<output_dir>/report.md`` and ``report.json`` (atomically) and, with ``chart``,
     ``report_chart.png`` (needs matplotlib). Without ``chart`` a chart left by an earlier
     calibration is removed, so the folder never shows a chart of other numbers. Returns the
     path of ``report.md``."""
     output_dir = Path(output_dir)
     path = atomic_write_text(output_dir / REPORT_FILE, render_markdown(rows, worst=worst))
-    doc = {"format": REPORT_FORMAT, "worst": worst, "nodes": [r.as_dict() for r in rows]}
+    doc: dict[str, object] = {"format": REPORT_FORMAT, "worst": worst}
+    if run_id:    # the id of the calibration (quant_info.json's run_id) these numbers are from
+        doc["run_id"] = run_id
+    doc["nodes"] = [r.as_dict() for r in rows]
     atomic_write_text(output_dir / REPORT_JSON, json.dumps(doc, indent=1) + "\n")
     if chart:
         write_chart(rows, output_dir, worst=worst, missing_ok=True)
@@ -65,6 +69,25 @@ def write_chart(rows: Sequence[LayerRow], output_dir: str | Path, *, worst: int 
         log.info("%s (%s)", msg, hint)
         return None
     return atomic_write_bytes(chart, png)
+
+
+def check_same_run(folder: str | Path) -> None:
+    """Refuse a folder whose report.json and quant_info.json come from two runs (a calibration
+    stopped between its quant_info.json and its report leaves the older report)."""
+    folder = Path(folder)
+    ids = {}
+    for name in (REPORT_JSON, QUANT_INFO_FILE):
+        try:
+            doc = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue   # absent or unreadable: the reader of that file says so
+        if isinstance(doc, dict) and isinstance(doc.get("run_id"), str):
+            ids[name] = doc["run_id"]
+    if len(ids) == 2 and ids[REPORT_JSON] != ids[QUANT_INFO_FILE]:
+        raise InputError(f"{folder} mixes two runs: {REPORT_JSON} is from run "
+                         f"{ids[REPORT_JSON]}, {QUANT_INFO_FILE} from run {ids[QUANT_INFO_FILE]}",
+                         where=str(folder / REPORT_JSON), code="NNDCT_LITE_MIXED_RUNS",
+                         hint="calibrate again: export_quant_config() writes both")
 
 
 def load_rows(path: str | Path) -> tuple[list[LayerRow], int]:

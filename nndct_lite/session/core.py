@@ -60,6 +60,7 @@ class QuantSession(TestModeLoading):
     dist: CalibrationSync | None = None   # distributed.attach(): the other ranks (None: one process)
     report_batches: list[tuple[Any, ...]] = field(default_factory=list)   # kept for report.md (calib mode)
     report_chart: bool = False   # draw report_chart.png too (NNDCT_LITE_REPORT_CHART)
+    run_id: str = ""             # state.quant_info.run_id of the graph and the resolved settings
 
     # ------------------------------------------------------------ parameters
     def collect(self) -> tuple[dict[str, QuantParams], dict[str, QuantParams]]:
@@ -107,7 +108,7 @@ class QuantSession(TestModeLoading):
                          fast_finetuned=self.fast_finetuned,
                          bias_corrected=bool(self.config.include_bias_corr),
                          graph_md5=graph_md5(self.graph),
-                         settings=plan_settings(self.config, self.plan))
+                         settings=plan_settings(self.config, self.plan), run_id=self.run_id)
         data = torch_bytes(self.bias_corrections()) if self.config.include_bias_corr else None
         if data is not None:
             info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()
@@ -135,7 +136,7 @@ class QuantSession(TestModeLoading):
         from ..report import layer_report, log_report, write_report
         try:
             rows = layer_report(self, list(self.report_batches))
-            write_report(rows, self.output_dir, chart=self.report_chart)
+            write_report(rows, self.output_dir, chart=self.report_chart, run_id=self.run_id)
             log_report(rows)
         except Exception as exc:  # noqa: BLE001 - the report must not break calibration
             log.warning("the per-layer report was skipped: %s: %s", type(exc).__name__, exc)

@@ -36,6 +36,7 @@ class TestModeLoading:
     model: nn.Module
     output_dir: Path
     fast_finetuned: bool
+    run_id: str
     _param_sha256: str = ""     # from quant_info.json: the param.pth it was exported with
 
     def load_results(self) -> None:
@@ -89,6 +90,13 @@ class TestModeLoading:
                                  "structure (graph_md5 differs)", where=str(path),
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                                  hint="re-run calibration with this model")
+        if info.run_id and info.run_id != self.run_id:
+            raise QuantInfoError(
+                f"quant_info.json belongs to run {info.run_id}; this model and config make run "
+                f"{self.run_id} (resolved_config.json says which run wrote it)", where=str(path),
+                code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                hint="test with the model and quant_config_file used for calibration, or re-run "
+                     "calibration")
         self.fast_finetuned = info.fast_finetuned
         self._param_sha256 = info.param_sha256
         wanted = bool(self.config.include_bias_corr)

@@ -19,6 +19,7 @@ from ..errors import InputError
 from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
+from ..config.explain import plan_settings
 from ..config.resolve import NodeInfo, QuantPlan
 from ..config.spec import QuantConfig, QuantSpec, TargetDevice, TensorKind
 from ..graph.capture import capture
@@ -32,6 +33,7 @@ from ..quant.placement import Placement, place_quantizers
 from ..state.files import atomic_write_text, ensure_dir, remove_stale_temps
 from ..state.layout import RESOLVED_CONFIG_FILE
 from ..state.modes import QuantMode
+from ..state.quant_info import graph_md5, run_id
 from .core import QuantSession
 from .settings import report_batch_count, report_chart_wanted, report_sample
 
@@ -107,8 +109,9 @@ def _approximation_list(graph: Graph, model: nn.Module) -> list[str]:
 
 
 def _write_resolved(output_dir: Path, config: QuantConfig, plan: QuantPlan,
-                    rewrites: dict[str, list[Any]], target: str | None) -> None:
+                    rewrites: dict[str, list[Any]], target: str | None, rid: str) -> None:
     data = explain(config, plan)
+    data["run_id"] = rid          # the id quant_info.json and report.json of this run carry
     data["graph_rewrites"] = rewrites
     data["dpu_target"] = target   # recorded only: the DPU rules are the same for every DPU
     atomic_write_text(output_dir / RESOLVED_CONFIG_FILE,
@@ -131,6 +134,7 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
     if placement.float_ops:
         _log_float_ops(placement.float_ops)
     plan = resolve(config, _node_infos(graph, placement))
+    rid = run_id(graph_md5(graph), plan_settings(config, plan))
 
     def spec_of(node: Node, kind: TensorKind) -> QuantSpec:
         return plan.specs(node.name)[kind].spec
@@ -151,10 +155,10 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
     rewrites["float_ops"] = [n.name for n in placement.float_ops]
     rewrites["kept_float_by_config"] = sorted(n.name for n in placement.float_heads)
     if distributed.is_writer(w):
-        _write_resolved(output_dir, config, plan, rewrites, target)
+        _write_resolved(output_dir, config, plan, rewrites, target, rid)
     model.train(module.training)
     session = QuantSession(graph, placement, config, plan, model, mode, output_dir, device,
-                           example, path)
+                           example, path, run_id=rid)
     if mode is QuantMode.TEST:
         session.load_results()
     set_mode(model, mode)

@@ -21,7 +21,7 @@ from ..numerics.params import QuantParams
 from .files import atomic_write_text
 from .layout import QUANT_INFO_FILE
 
-__all__ = ["QuantInfo", "graph_md5", "write_quant_info", "read_quant_info", "VERSION"]
+__all__ = ["QuantInfo", "graph_md5", "run_id", "write_quant_info", "read_quant_info", "VERSION"]
 
 VERSION = "nndct_lite-0.1.0+torch" + torch.__version__.split("+")[0]
 FILE = QUANT_INFO_FILE
@@ -33,6 +33,15 @@ def graph_md5(graph: Graph) -> str:
     """md5 of the graph's structure: op kinds and their input kinds, in order (not names)."""
     desc = [[n.kind.value, [i.kind.value for i in n.inputs]] for n in graph.nodes]
     return hashlib.md5(json.dumps(desc, separators=(",", ":")).encode()).hexdigest()
+
+
+def run_id(graph_digest: str, settings: dict[str, Any]) -> str:
+    """The id every file of one run carries: a digest of the graph and of what the run is set to
+    do, so the same model and config give the same id (outputs stay byte-identical) and files of
+    runs with another model or config never pair up."""
+    text = json.dumps({"graph": graph_digest, "settings": settings}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -48,6 +57,7 @@ class QuantInfo:
     param_sha256: str = ""      # sha256 of the param.pth this result was exported with
     #: what the calibration ran with (``config.explain.plan_settings``); empty in older files
     settings: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""            #: ``run_id(graph_md5, settings)``; resolved_config/report carry it
 
 
 def _entry(p: QuantParams | None, bw: int) -> list[Any]:
@@ -168,6 +178,8 @@ def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
         doc["bias_corr_sha256"] = info.bias_corr_sha256
     if info.param_sha256:
         doc["param_sha256"] = info.param_sha256
+    if info.run_id:
+        doc["run_id"] = info.run_id
     if info.settings:
         doc["settings"] = info.settings
     text = json.dumps(doc, indent=2) + "\n"
@@ -204,7 +216,7 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
                      version=_text(doc, "version", path), graph_md5=_text(doc, "graph_md5", path),
                      bias_corr_sha256=_text(doc, "bias_corr_sha256", path),
                      param_sha256=_text(doc, "param_sha256", path),
-                     settings=_settings(doc, path))
+                     settings=_settings(doc, path), run_id=_text(doc, "run_id", path))
     info.param = {k: _params(_first(v, f"{path}: /param/{k}"), f"{path}: /param/{k}")
                   for k, v in doc.get("param", {}).items()}
     for section in ("output", "input"):
