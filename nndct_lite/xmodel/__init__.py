@@ -6,7 +6,8 @@
 """
 from .model import (Attr, AttrType, DataType, XGraph, XOp, XSubGraph, XTensor, const_data,
                     const_op, data_op, data_type_name, fix_op, numpy_dtype_of, parse_data_type)
-from .ops import REGISTRY, AttrSpec, ArgSpec, Occur, OpSpec, attr_type, get_spec, validate_graph, validate_op
+from .ops import REGISTRY, AttrSpec, ArgSpec, Occur, OpSpec, attr_type, get_spec
+from .validate import validate_graph, validate_op
 from .reader import from_proto, parse_xmodel, read_xmodel
 from .writer import serialize, to_proto, write_xmodel
 

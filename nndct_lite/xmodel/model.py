@@ -17,363 +17,22 @@ attribute (``kernel`` of ``conv2d`` becomes int32_vec), otherwise the XIR bindin
 """
 from __future__ import annotations
 
-import builtins
-import enum
-import math
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from nndct_lite.errors import ExportError
+
+from .attrs import INT32_MAX, INT32_MIN, Attr, AttrType
+from .dtypes import DataType, const_dtype_name, data_type_name, numpy_dtype_of, parse_data_type
+from .ops import attr_type
 
 __all__ = [
     "AttrType", "Attr", "DataType", "XTensor", "XOp", "XSubGraph", "XGraph",
     "parse_data_type", "data_type_name", "numpy_dtype_of", "const_op", "data_op", "fix_op",
     "INT32_MIN", "INT32_MAX",
 ]
-
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-_RANGES = {
-    "int32": (INT32_MIN, INT32_MAX), "uint32": (0, (1 << 32) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
-}
-_bool, _float, _bytes, _int, _str = builtins.bool, builtins.float, builtins.bytes, builtins.int, builtins.str
-
-
-class AttrType(enum.Enum):
-    """The ``AttrValue`` oneof member an attribute is stored in. ``value`` = (member, element kind,
-    container) where container is ``scalar``, ``vec`` or ``map`` (map keys are strings)."""
-
-    BOOL = ("bool_value", "bool", "scalar")
-    INT32 = ("int32_value", "int32", "scalar")
-    UINT32 = ("uint32_value", "uint32", "scalar")
-    INT64 = ("int64_value", "int64", "scalar")
-    UINT64 = ("uint64_value", "uint64", "scalar")
-    FLOAT = ("float_value", "float", "scalar")
-    DOUBLE = ("double_value", "double", "scalar")
-    STRING = ("string_value", "string", "scalar")
-    BYTES = ("bytes_value", "bytes", "scalar")
-    BOOL_VEC = ("bool_vec_value", "bool", "vec")
-    INT32_VEC = ("int32_vec_value", "int32", "vec")
-    UINT32_VEC = ("uint32_vec_value", "uint32", "vec")
-    INT64_VEC = ("int64_vec_value", "int64", "vec")
-    UINT64_VEC = ("uint64_vec_value", "uint64", "vec")
-    FLOAT_VEC = ("float_vec_value", "float", "vec")
-    DOUBLE_VEC = ("double_vec_value", "double", "vec")
-    STRING_VEC = ("string_vec_value", "string", "vec")
-    BYTES_VEC = ("bytes_vec_value", "bytes", "vec")
-    MAP_STR_INT32 = ("map_string_2_int32_value", "int32", "map")
-    MAP_STR_UINT32 = ("map_string_2_uint32_value", "uint32", "map")
-    MAP_STR_INT64 = ("map_string_2_int64_value", "int64", "map")
-    MAP_STR_UINT64 = ("map_string_2_uint64_value", "uint64", "map")
-    MAP_STR_STRING = ("map_string_2_string_value", "string", "map")
-    MAP_STR_BYTES = ("map_string_2_bytes_value", "bytes", "map")
-    MAP_STR_INT32_VEC = ("map_string_2_int32_vec_value", "int32", "mapvec")
-    MAP_STR_UINT32_VEC = ("map_string_2_uint32_vec_value", "uint32", "mapvec")
-    MAP_STR_INT64_VEC = ("map_string_2_int64_vec_value", "int64", "mapvec")
-    MAP_STR_UINT64_VEC = ("map_string_2_uint64_vec_value", "uint64", "mapvec")
-    MAP_STR_STRING_VEC = ("map_string_2_string_vec_value", "string", "mapvec")
-
-    @property
-    def member(self) -> str:
-        """``AttrValue`` oneof member name, e.g. ``int32_vec_value``."""
-        return self.value[0]
-
-    @property
-    def element(self) -> str:
-        return self.value[1]
-
-    @property
-    def container(self) -> str:
-        return self.value[2]
-
-    @property
-    def short(self) -> str:
-        """Readable name: ``int32``, ``int32_vec``, ``map<string,int32_vec>``."""
-        c = self.container
-        if c == "scalar":
-            return self.element
-        if c == "vec":
-            return f"{self.element}_vec"
-        if c == "map":
-            return f"map<string,{self.element}>"
-        return f"map<string,{self.element}_vec>"
-
-    @classmethod
-    def from_member(cls, member: str) -> "AttrType":
-        try:
-            return _BY_MEMBER[member]
-        except KeyError:
-            raise ValueError(f"unknown AttrValue member {member!r}") from None
-
-
-_BY_MEMBER = {t.member: t for t in AttrType}
-
-
-def _norm_elem(kind: str, v: Any) -> Any:
-    if kind == "bool":
-        if isinstance(v, (_bool, np.bool_)):
-            return _bool(v)
-        raise TypeError(f"expected a bool, got {type(v).__name__} {v!r}")
-    if kind in _RANGES:
-        if isinstance(v, (_bool, np.bool_)) or not isinstance(v, (_int, np.integer)):
-            raise TypeError(f"expected an integer for {kind}, got {type(v).__name__} {v!r}")
-        v = _int(v)
-        lo, hi = _RANGES[kind]
-        if not lo <= v <= hi:
-            raise ValueError(f"{v} is out of the {kind} range [{lo}, {hi}]")
-        return v
-    if kind == "float":
-        if isinstance(v, (_bool, np.bool_)) or not isinstance(v, (_int, _float, np.integer, np.floating)):
-            raise TypeError(f"expected a number for float, got {type(v).__name__} {v!r}")
-        f32 = np.float32(v)
-        if math.isinf(f32) and not math.isinf(_float(v)):
-            raise ValueError(f"{v} overflows float32")
-        return _float(f32)
-    if kind == "double":
-        if isinstance(v, (_bool, np.bool_)) or not isinstance(v, (_int, _float, np.integer, np.floating)):
-            raise TypeError(f"expected a number for double, got {type(v).__name__} {v!r}")
-        return _float(v)
-    if kind == "string":
-        if not isinstance(v, _str):
-            raise TypeError(f"expected a str, got {type(v).__name__} {v!r}")
-        return v
-    if kind == "bytes":
-        if isinstance(v, np.ndarray):
-            return np.ascontiguousarray(v).tobytes()
-        if isinstance(v, (_bytes, bytearray, memoryview)):
-            return _bytes(v)
-        raise TypeError(f"expected bytes, got {type(v).__name__}")
-    raise AssertionError(kind)
-
-
-@dataclass(frozen=True, eq=True)
-class Attr:
-    """One typed attribute value. ``value`` is normalised on construction: ints are Python ints
-    (range-checked), ``float`` values are rounded to float32 (what the file can hold), vectors are
-    tuples, maps are dicts ``{str: value}`` (vector values as tuples), bytes are ``bytes``."""
-
-    type: AttrType
-    value: Any
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.type, AttrType):
-            raise TypeError(f"Attr.type must be an AttrType, got {self.type!r}")
-        kind, c = self.type.element, self.type.container
-        v = self.value
-        if c == "scalar":
-            nv = _norm_elem(kind, v)
-        elif c == "vec":
-            if isinstance(v, (_str, _bytes)) or not isinstance(v, (Sequence, np.ndarray)):
-                raise TypeError(f"{self.type.short} needs a sequence, got {type(v).__name__}")
-            nv = tuple(_norm_elem(kind, x) for x in (v.tolist() if isinstance(v, np.ndarray) else v))
-        else:
-            if not isinstance(v, Mapping):
-                raise TypeError(f"{self.type.short} needs a mapping, got {type(v).__name__}")
-            nv = {}
-            for k, x in v.items():
-                if not isinstance(k, _str):
-                    raise TypeError(f"map keys must be str, got {k!r}")
-                if c == "map":
-                    nv[k] = _norm_elem(kind, x)
-                else:
-                    nv[k] = tuple(_norm_elem(kind, e) for e in x)
-        object.__setattr__(self, "value", nv)
-
-    def __hash__(self) -> int:
-        v = self.value
-        if isinstance(v, dict):
-            v = tuple(sorted(v.items()))
-        return hash((self.type, v))
-
-    def __repr__(self) -> str:
-        v = self.value
-        if isinstance(v, _bytes) and len(v) > 16:
-            v = f"<{len(v)} bytes>"
-        return f"Attr.{self.type.name.lower()}({v!r})"
-
-    # -- constructors, one per common member ----------------------------------------------------
-    @classmethod
-    def bool(cls, v) -> "Attr":
-        return cls(AttrType.BOOL, v)
-
-    @classmethod
-    def int32(cls, v) -> "Attr":
-        return cls(AttrType.INT32, v)
-
-    @classmethod
-    def uint32(cls, v) -> "Attr":
-        return cls(AttrType.UINT32, v)
-
-    @classmethod
-    def int64(cls, v) -> "Attr":
-        return cls(AttrType.INT64, v)
-
-    @classmethod
-    def uint64(cls, v) -> "Attr":
-        return cls(AttrType.UINT64, v)
-
-    @classmethod
-    def float(cls, v) -> "Attr":
-        return cls(AttrType.FLOAT, v)
-
-    @classmethod
-    def double(cls, v) -> "Attr":
-        return cls(AttrType.DOUBLE, v)
-
-    @classmethod
-    def string(cls, v) -> "Attr":
-        return cls(AttrType.STRING, v)
-
-    @classmethod
-    def bytes(cls, v) -> "Attr":
-        return cls(AttrType.BYTES, v)
-
-    @classmethod
-    def bool_vec(cls, v) -> "Attr":
-        return cls(AttrType.BOOL_VEC, v)
-
-    @classmethod
-    def int32_vec(cls, v) -> "Attr":
-        return cls(AttrType.INT32_VEC, v)
-
-    @classmethod
-    def uint32_vec(cls, v) -> "Attr":
-        return cls(AttrType.UINT32_VEC, v)
-
-    @classmethod
-    def int64_vec(cls, v) -> "Attr":
-        return cls(AttrType.INT64_VEC, v)
-
-    @classmethod
-    def uint64_vec(cls, v) -> "Attr":
-        return cls(AttrType.UINT64_VEC, v)
-
-    @classmethod
-    def float_vec(cls, v) -> "Attr":
-        return cls(AttrType.FLOAT_VEC, v)
-
-    @classmethod
-    def double_vec(cls, v) -> "Attr":
-        return cls(AttrType.DOUBLE_VEC, v)
-
-    @classmethod
-    def string_vec(cls, v) -> "Attr":
-        return cls(AttrType.STRING_VEC, v)
-
-    @classmethod
-    def bytes_vec(cls, v) -> "Attr":
-        return cls(AttrType.BYTES_VEC, v)
-
-    @classmethod
-    def map_string_string(cls, v) -> "Attr":
-        return cls(AttrType.MAP_STR_STRING, v)
-
-    @classmethod
-    def map_string_int32(cls, v) -> "Attr":
-        return cls(AttrType.MAP_STR_INT32, v)
-
-    @classmethod
-    def infer(cls, v) -> "Attr":
-        """Type a plain Python value the way XIR's Python binding does (format notes, section 3):
-        bool -> bool, int -> int32, float -> double, str -> string, bytes/ndarray -> bytes,
-        list of bool/int/float/str -> bool_vec/int32_vec/double_vec/string_vec, dict of
-        str -> str / int -> map<string,string> / map<string,int32>. An :class:`Attr` passes through."""
-        if isinstance(v, Attr):
-            return v
-        if isinstance(v, (_bool, np.bool_)):
-            return cls.bool(v)
-        if isinstance(v, (_int, np.integer)):
-            return cls.int32(v)
-        if isinstance(v, (_float, np.floating)):
-            return cls.double(v)
-        if isinstance(v, _str):
-            return cls.string(v)
-        if isinstance(v, (_bytes, bytearray, memoryview, np.ndarray)):
-            return cls.bytes(v)
-        if isinstance(v, Mapping):
-            vals = list(v.values())
-            if all(isinstance(x, _str) for x in vals):
-                return cls(AttrType.MAP_STR_STRING, v)
-            if all(isinstance(x, (_int, np.integer)) and not isinstance(x, _bool) for x in vals):
-                return cls(AttrType.MAP_STR_INT32, v)
-            raise TypeError(f"cannot infer an attribute type for the mapping {v!r}; pass an Attr")
-        if isinstance(v, (list, tuple)):
-            if all(isinstance(x, (_bool, np.bool_)) for x in v) and v:
-                return cls.bool_vec(v)
-            if all(isinstance(x, (_int, np.integer)) and not isinstance(x, _bool) for x in v):
-                return cls.int32_vec(v)  # includes the empty list, like the binding
-            if all(isinstance(x, (_int, _float, np.integer, np.floating)) for x in v):
-                return cls.double_vec(v)
-            if all(isinstance(x, _str) for x in v):
-                return cls.string_vec(v)
-        raise TypeError(f"cannot infer an attribute type for {type(v).__name__} {v!r}; pass an Attr")
-
-    def short_str(self, limit: int = 8) -> str:
-        """Compact text for summaries: ``[3, 3]``, ``'DPU_ROUND'``, ``<1728 bytes>``."""
-        v = self.value
-        if isinstance(v, _bytes):
-            return f"<{len(v)} bytes>"
-        if isinstance(v, tuple):
-            items = [repr(x) if isinstance(x, _str)
-                     else (f"<{len(x)} bytes>" if isinstance(x, _bytes) else _str(x))
-                     for x in v[:limit]]
-            return "[" + ", ".join(items) + (f", ... ({len(v)})" if len(v) > limit else "") + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k}: {x}" for k, x in list(v.items())[:limit]) + "}"
-        return repr(v)
-
-
-class DataType(enum.IntEnum):
-    """``Tensor.data_type`` enum of the file."""
-
-    INT = 0
-    UINT = 1
-    XINT = 2
-    XUINT = 3
-    FLOAT = 4
-    BFLOAT = 5
-    UNKNOWN = 6
-
-
-_DT_RE = re.compile(r"^([A-Za-z]+)([0-9]+)$")
-_DT_KINDS = {"int": DataType.INT, "uint": DataType.UINT, "xint": DataType.XINT,
-             "xuint": DataType.XUINT, "float": DataType.FLOAT, "bfloat": DataType.BFLOAT}
-
-
-def parse_data_type(name: str) -> tuple[DataType, int]:
-    """``"float32"`` / ``"FLOAT32"`` -> ``(DataType.FLOAT, 32)``. Raises ValueError on a string XIR
-    would abort on (not letters followed by digits) or whose kind it would not know."""
-    m = _DT_RE.match(name or "")
-    if not m:
-        raise ValueError(f"data type {name!r} is not <letters><digits> (e.g. 'float32')")
-    kind = m.group(1)
-    if kind != kind.lower() and kind != kind.upper():
-        raise ValueError(f"data type {name!r} must be all lower or all upper case")
-    dt = _DT_KINDS.get(kind.lower())
-    if dt is None:
-        raise ValueError(f"data type {name!r} has an unknown kind; use one of {sorted(_DT_KINDS)}")
-    return dt, int(m.group(2))
-
-
-def data_type_name(dt: DataType, bits: int) -> str:
-    """``(DataType.XINT, 8)`` -> ``"xint8"`` (XIR's printed spelling)."""
-    return f"{DataType(dt).name.lower()}{bits}"
-
-
-_NP_NAMES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,
-             "int32": np.int32, "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64,
-             "float32": np.float32, "float64": np.float64, "float16": np.float16,
-             "xint8": np.int8, "xuint8": np.uint8, "xint16": np.int16, "xuint16": np.uint16,
-             "xint32": np.int32, "xuint32": np.uint32}
-
-
-def numpy_dtype_of(name: str) -> np.dtype | None:
-    """numpy dtype (little endian) of a ``data_type`` string, None when it has no numpy twin."""
-    t = _NP_NAMES.get((name or "").lower())
-    return None if t is None else np.dtype(t).newbyteorder("<")
 
 
 @dataclass
@@ -423,7 +82,6 @@ class XOp:
         """Set an attribute. A plain value gets the registry's type for ``(self.type, name)`` if
         registered, else :meth:`Attr.infer`'s. Returns self."""
         if not isinstance(value, Attr):
-            from .ops import attr_type  # local import: ops imports this module
             t = attr_type(self.type, name)
             value = Attr(t, value) if t is not None else Attr.infer(value)
         self.attrs[name] = value
@@ -642,21 +300,13 @@ def const_data(op: XOp) -> np.ndarray:
 
 # -- builders ---------------------------------------------------------------------------------
 
-def _np_dtype_name(a: np.ndarray) -> str:
-    name = a.dtype.name
-    if name not in _NP_NAMES or name.startswith("x") or name == "float16":
-        raise ExportError(f"const data dtype {a.dtype} is not supported; use int8..int64, "
-                          "uint8..uint64, float32 or float64")
-    return name
-
-
 def const_op(name: str, array: Any, *, fixed: bool = False, data_type: str | None = None) -> XOp:
     """A ``const`` (or ``const-fix`` with ``fixed``) op holding ``array`` in C order, little
     endian. ``data_type`` defaults to the array's dtype name (``float32`` ...)."""
     a = np.asarray(array)
     if a.dtype == np.float64 and data_type is None and not isinstance(array, np.ndarray):
         a = a.astype(np.float32)  # plain Python floats -> float32, like XIR's create_const_op usage
-    dname = data_type or _np_dtype_name(a)
+    dname = data_type or const_dtype_name(a)
     dt = numpy_dtype_of(dname)
     if dt is None:
         raise ExportError(f"const {name!r}: data_type {dname!r} has no numpy equivalent", where=name)

@@ -21,7 +21,8 @@ from nndct_lite.errors import ExportError
 
 from . import proto
 from .model import Attr, XGraph, XSubGraph, XTensor
-from .ops import REGISTRY, validate_graph
+from .ops import REGISTRY
+from .validate import validate_graph
 
 __all__ = ["attr_to_proto", "to_proto", "serialize", "write_xmodel"]
 
