@@ -1,8 +1,8 @@
 """The ``fast_finetune_method`` key (issue 24): a wrong value is a clear error naming the key,
 the method that ran is recorded in resolved_config.json, gptq/adaround are deterministic
-(same inputs, same param.pth bytes), exception-safe, refused on the distributed path, load in
-test mode as before, and a GPTQ-tuned DPU model still exports an XModel that real XIR loads and
-whose simulation equals test mode."""
+(same inputs, same param.pth and quant_info.json bytes), exception-safe, refused on the
+distributed path, load in test mode as before, and a GPTQ- or AdaRound-tuned DPU model still
+exports an XModel that real XIR loads and whose simulation equals test mode."""
 from __future__ import annotations
 
 import json
@@ -90,11 +90,13 @@ def test_resolved_config_records_what_ran(tmp_path, method, keyword):
 @pytest.mark.parametrize("method", ["gptq", "adaround"])
 @pytest.mark.parametrize("cfg", [None, W4A8], ids=["dpu", "w4a8"])
 def test_same_inputs_same_param_bytes(tmp_path, method, cfg):
+    """Two runs on the same inputs write the same param.pth and quant_info.json, byte for byte."""
     full = {**(cfg or {}), **PLAIN}
     blobs = []
     for run in ("a", "b"):
         _finetune_and_export(tmp_path / run, full, method)
-        blobs.append((tmp_path / run / "param.pth").read_bytes())
+        blobs.append({f: (tmp_path / run / f).read_bytes()
+                      for f in ("param.pth", "quant_info.json")})
     assert blobs[0] == blobs[1]
 
 
