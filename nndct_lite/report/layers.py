@@ -1,18 +1,19 @@
 """Per-layer quantization report: how far every quantized node's output is from the float model.
 
-``layer_report(session, batches)`` runs the generated model twice per batch — once in FLOAT mode
-and once with the final quantization parameters (TEST numerics) — with a forward hook on every
-node that owns an output quantizer, and returns one ``LayerRow`` per such node, in graph order.
+``layer_report(session, batches)`` runs a copy of the generated model twice per batch — once in
+FLOAT mode and once with the final quantization parameters (TEST numerics) — with a forward hook
+on every node that owns an output quantizer, and returns one ``LayerRow`` per such node, in graph
+order. The session's own modules are never changed.
 ``render_markdown`` formats them, ``log_report`` logs the table; ``report.files`` writes
 ``report.md``, ``report.json`` and, on request, ``report_chart.png``. See docs/reports.md.
 """
 from __future__ import annotations
 
+import copy
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 import torch.nn as nn
@@ -119,18 +120,18 @@ def _as_args(batch: object, n_inputs: int, device: torch.device) -> tuple:
     return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
 
 
-@contextmanager
-def _final_numerics(session: ReportSession) -> Iterator[None]:
-    """Install the final parameters (TEST numerics) for the duration, then restore everything.
+def _measured_copy(session: ReportSession) -> nn.Module:
+    """A deep copy of the session's model in eval mode with the final parameters (TEST
+    numerics): the report switches modes, hooks and parameters on it, never on the session's
+    own modules. The copy keeps the session's hooks (its forward counter; a distributed sync
+    hook copies itself inert).
 
-    A test-mode session already holds them. In calib mode they are the ones
+    A test-mode session already holds the final parameters. In calib mode they are the ones
     ``export_quant_config()`` wrote (fix positions after the DPU adjustment) plus the bias
     corrections; before any export the running calibration parameters are used."""
-    model: nn.Module = session.model
-    qs = quantizers(model)
-    saved_params = {k: q.params for k, q in qs.items()}
-    saved_bc: list[tuple[nn.Module, torch.Tensor | None, bool]] = []
+    model = copy.deepcopy(session.model)
     if session.mode is QuantMode.CALIB:
+        qs = quantizers(model)
         final = _exported_params(session, qs)
         for key, q in qs.items():
             if key in final:
@@ -141,19 +142,8 @@ def _final_numerics(session: ReportSession) -> Iterator[None]:
             corr = bc.correction() if bc is not None else None
             if corr is None or mod._modules.get("bias_q") is None:
                 continue
-            had = "bias_correction" in mod.__dict__
-            saved_bc.append((mod, mod.__dict__.get("bias_correction"), had))
             mod.bias_correction = corr.to(mod.bias)
-    try:
-        yield
-    finally:
-        for key, q in qs.items():
-            q.params = saved_params[key]
-        for mod, old, had in saved_bc:
-            if had:
-                mod.__dict__["bias_correction"] = old
-            else:
-                del mod.__dict__["bias_correction"]
+    return model.eval()
 
 
 def _exported_params(session: ReportSession,
@@ -188,18 +178,6 @@ def _exported_params(session: ReportSession,
     return out
 
 
-@contextmanager
-def _eval_no_grad(model: nn.Module) -> Iterator[None]:
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-
-
 def _out_q(model: nn.Module, node: Node) -> FakeQuantizer:
     q = quantizer_of(layer_of(model, node), "out_q")
     if q is None:
@@ -212,13 +190,14 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
 
     ``session``: a calib- or test-mode ``QuantSession`` (``torch_quantizer(...)._session``);
     ``batches``: tensors, or tuples of the model's forward inputs (extra items such as labels are
-    ignored). The session's modes, parameters, counters and training flags are restored after.
+    ignored). The measure runs on a copy of the session's model; the session's forward counter
+    and kept report batches are restored after.
     """
     batches = list(batches)
     if not batches:
         raise InputError("layer_report needs at least one batch", where="batches=",
                          hint="pass one or two calibration batches")
-    graph, model = session.graph, session.model
+    graph, model = session.graph, _measured_copy(session)
     carriers = [n for n in graph.nodes if layer_of(model, n)._modules.get("out_q") is not None]
     n_inputs = len(graph.inputs)
     out_acc = {n: _Acc() for n in carriers}
@@ -259,19 +238,17 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
                 q_acc[node].add(ref, out)
         return hook
 
-    handles = []
     forwards = session.forwards
     kept = getattr(session, "report_batches", None)
     kept_list: list[Any] | None = kept if isinstance(kept, list) else None
     kept_len = len(kept_list) if kept_list is not None else 0
     try:
         for node in carriers:
-            mod = layer_of(model, node)
-            handles.append(mod.register_forward_hook(out_hook(node)))
+            layer_of(model, node).register_forward_hook(out_hook(node))
             out_q = _out_q(model, node)
-            handles.append(out_q.register_forward_pre_hook(quantizer_pre_hook(node)))
-            handles.append(out_q.register_forward_hook(quantizer_hook(node)))
-        with _eval_no_grad(model), _final_numerics(session):
+            out_q.register_forward_pre_hook(quantizer_pre_hook(node))
+            out_q.register_forward_hook(quantizer_hook(node))
+        with torch.no_grad():
             for batch in batches:
                 args = _as_args(batch, n_inputs, session.device)
                 float_out.clear()
@@ -281,24 +258,21 @@ def layer_report(session: ReportSession, batches: Iterable[Any]) -> list[LayerRo
                 phase["quant"] = True
                 set_mode(model, QuantMode.TEST)
                 model(*args)
-            weight_db = _weight_sqnr(session)
-            rows = _rows(session, carriers, out_acc, q_acc, weight_db, len(batches))
+            weight_db = _weight_sqnr(graph, model)
+            rows = _rows(session, model, carriers, out_acc, q_acc, weight_db, len(batches))
     finally:
-        for h in handles:
-            h.remove()
         float_out.clear()
         q_in.clear()
-        set_mode(model, session.mode)
         session.forwards = forwards
         if kept_list is not None:
             del kept_list[kept_len:]
     return rows
 
 
-def _weight_sqnr(session: ReportSession) -> dict[Node, float]:
+def _weight_sqnr(graph: Graph, model: nn.Module) -> dict[Node, float]:
     out: dict[Node, float] = {}
-    for node in session.graph.nodes:
-        mod = layer_of(session.model, node)
+    for node in graph.nodes:
+        mod = layer_of(model, node)
         wq = quantizer_of(mod, "weight_q")
         weight = getattr(mod, "weight", None)
         if wq is None or not isinstance(weight, torch.Tensor):
@@ -309,12 +283,12 @@ def _weight_sqnr(session: ReportSession) -> dict[Node, float]:
     return out
 
 
-def _rows(session: ReportSession, carriers: list[Node], out_acc: dict[Node, _Acc],
-          q_acc: dict[Node, _Acc], weight_db: dict[Node, float],
+def _rows(session: ReportSession, model: nn.Module, carriers: list[Node],
+          out_acc: dict[Node, _Acc], q_acc: dict[Node, _Acc], weight_db: dict[Node, float],
           n_batches: int) -> list[LayerRow]:
     from ..graph.ops import MEMORY_ONLY, OpKind
     from ..graph.layer_type import layer_type_of
-    model, placement = session.model, session.placement
+    placement = session.placement
     db = {n: out_acc[n].db for n in carriers}
     rows = []
     for node in carriers:
