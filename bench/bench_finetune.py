@@ -37,6 +37,7 @@ import datetime as _dt
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -347,12 +348,14 @@ def write_section(path: Path, text: str) -> None:
 
 
 def default_plan(models: list[str]) -> list[tuple[str, str, str]]:
-    """The rows the goals and the peer comparison need first (plain, gptq and the peers' W4A8
-    and torch.ao rows, model by model), then the rest in order of value per minute, so a time
-    budget (``--budget-min``) cuts the most expensive rows (ResNet-56's adaquant/adaround last)."""
+    """The rows the goals need first (plain, gptq and torch.ao on every model and both
+    configurations), then brevitas GPTQ W4A8 on every model, then the rest in order of value per
+    minute, so a time budget (``--budget-min``, or stopping the run: SIGTERM or Ctrl-C renders what
+    finished) cuts the most expensive rows (ResNet-56's adaquant/adaround last)."""
     plan = [(m, c, meth) for m in models for c, meth in
-            (("w4a8", "none"), ("w4a8", "gptq"), ("w4a8", "brevitas_gptq"), ("w4a8", "torchao"),
+            (("w4a8", "none"), ("w4a8", "gptq"), ("w4a8", "torchao"),
              ("dpu", "none"), ("dpu", "gptq"), ("dpu", "torchao"))]
+    plan += [(m, "w4a8", "brevitas_gptq") for m in models]
     rest = [("resnet20", "w4a8", "adaquant"), ("resnet20", "dpu", "brevitas_gptq"),
             ("shufflenetv2_x0_5", "dpu", "brevitas_gptq"), ("resnet20", "w4a8", "adaround"),
             ("shufflenetv2_x0_5", "w4a8", "adaround"), ("shufflenetv2_x0_5", "w4a8", "adaquant"),
@@ -457,19 +460,23 @@ def main() -> int:
         _append(results, {"meta": {"command": command, "start": _now(),
                                    "machine": cm.machine_info(1),
                                    "python": _interpreter(), "skip_note": args.skip_note}})
-        for n, (model, config, method) in enumerate(plan):
-            if args.budget_min is not None and time.time() - start > 60 * args.budget_min:
-                print(f"time budget spent: {len(plan) - n} rows not run", flush=True)
-                break
-            spec = dict(model_name=model, config=config, method=method,
-                        n_calib=args.n_calib, n_test=args.n_test, bs=100,
-                        ref_every=args.ref_every)
-            r = run_subprocess(spec)
-            r["finished"] = f"{_dt.datetime.now(_dt.timezone.utc):%H:%M:%S}"
-            loads.append(os.getloadavg()[0])
-            print(json.dumps({k: v for k, v in r.items() if k != "error"}),
-                  r.get("error", "")[-500:], flush=True)
-            _append(results, r)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            for n, (model, config, method) in enumerate(plan):
+                if args.budget_min is not None and time.time() - start > 60 * args.budget_min:
+                    print(f"time budget spent: {len(plan) - n} rows not run", flush=True)
+                    break
+                spec = dict(model_name=model, config=config, method=method,
+                            n_calib=args.n_calib, n_test=args.n_test, bs=100,
+                            ref_every=args.ref_every)
+                r = run_subprocess(spec)
+                r["finished"] = f"{_dt.datetime.now(_dt.timezone.utc):%H:%M:%S}"
+                loads.append(os.getloadavg()[0])
+                print(json.dumps({k: v for k, v in r.items() if k != "error"}),
+                      r.get("error", "")[-500:], flush=True)
+                _append(results, r)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the row in progress is dropped
+            print("stopped: rendering the rows that finished", flush=True)
         _append(results, {"meta": {"end": f"{_dt.datetime.now(_dt.timezone.utc):%H:%M}",
                                    "load": f"{min(loads):.1f}–{max(loads):.1f}"}})
     rows, meta = _read_results(results)
@@ -482,6 +489,10 @@ def main() -> int:
         bench_md.write_text(section(rows, meta))
     print(f"wrote {bench_md}")
     return 0
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _interpreter() -> str:
