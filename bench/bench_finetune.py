@@ -41,6 +41,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -136,15 +138,24 @@ def _worker(spec: dict, out: Path) -> None:
     out.write_text(json.dumps(run_one(**spec)))
 
 
+_RUNNING: set = set()   # worker processes in flight, killed when the run is stopped
+
+
 def run_subprocess(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_ft_worker_") as d:
         out = Path(d) / "r.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec),
                "--_result", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=cm.worker_env("inherit"))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=cm.worker_env("inherit"))
+        _RUNNING.add(proc)
+        try:
+            log, _ = proc.communicate()
+        finally:
+            _RUNNING.discard(proc)
         if proc.returncode != 0 or not out.is_file():
             return {"model": spec["model_name"], "config": spec["config"],
-                    "method": spec["method"], "error": (proc.stdout + proc.stderr)[-2000:]}
+                    "method": spec["method"], "error": (log or "")[-2000:]}
         return json.loads(out.read_text())
 
 
@@ -220,41 +231,55 @@ def _not_run(rows: list[dict], plan_rows: list[tuple] | None) -> list[str]:
             if (m, c, meth) not in done]
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 100, break_long_words=False, break_on_hyphens=False)
+
+
+def _jobs_note(meta: dict) -> str:
+    jobs = meta.get("jobs", 1)
+    return "" if jobs == 1 else (f" {jobs} rows ran at a time (`--jobs {jobs}`), each in its "
+                                 "own one-thread subprocess.")
+
+
 def _preamble(rows: list[dict], meta: dict) -> list[str]:
     n_calib = rows[0]["n_calib"] if rows else "?"
     n_test = rows[0]["n_test"] if rows else "?"
     return [
-        f"Run: {meta.get('start', '?')} – {meta.get('end', '?')} UTC, one run of one command, "
-        f"every row below from it. Machine: {meta.get('machine', '?')}. "
-        f"Load average (1 min) during the run: {meta.get('load', '?')}.",
-        f"Command: `{meta.get('command', '?')}` (interpreter: {meta.get('python', '?')}).", "",
-        "Each row is one subprocess on one torch thread: calibration on the first "
-        f"{n_calib} images of `calib.npz` (batches of 100), top-1 on the first {n_test} "
-        "images of `test.npz`. *Time* is the whole calibration as a ratio to one float "
-        "evaluation of the test images measured in the same subprocess (the float model runs "
-        "every 4th batch, interleaved with the quantized evaluation, scaled to all batches). "
-        "For nndct_lite the calibration is fast finetune + the calibration pass + "
-        "`export_quant_config()`; for brevitas the trace and graph rewrite, the activation "
-        "calibration and GPTQ; for torch.ao `prepare_*_fx`, the observer pass and (int8) "
-        "`convert_fx`. Drops are against the float top-1 of shared/data/README.md "
-        "(ResNet-20 91.73, ResNet-56 93.39, ShuffleNetV2 ×0.5 90.65). The machine has 2 cores "
-        "shared with other jobs (see the load averages): the calibration and the float "
-        "reference are slowed by different amounts, so read the time ratios loosely and the "
-        "accuracies exactly (they do not depend on the load).", "",
-        "Configurations: *W4A8 per-channel* = nndct_lite `target_device` CPU, float scales, 4-bit "
-        "per-channel weights, 8-bit mse activations, CLE and bias correction off; *DPU default* = "
-        "no config file (power-of-two per-tensor, CLE + bias correction). Peers (see "
-        "bench/peers_finetune.py): brevitas 0.13 FX flow, BN merged, W4A8 = 4-bit per-channel "
-        "float-scale weights (scale fixed from the weight statistics) and 8-bit MSE activations, "
-        "DPU = 8-bit power-of-two per-tensor weights and activations, then activation "
-        "calibration and GPTQ (`act_order=True`) over the same calibration images; torch.ao FX, "
-        "W4A8 = `prepare_qat_fx` with FakeQuantize (4-bit per-channel symmetric weights, "
-        "8-bit HistogramObserver activations), observers frozen and the fake-quant model "
-        "evaluated (no 4-bit CPU kernels; `prepare_fx` alone has no weight fake quant to "
-        "evaluate), DPU rows' reference = `prepare_fx`/`convert_fx` with the x86 default int8 "
-        "per-channel qconfig mapping on the int8 kernels. The CIFAR ResNet's option-A shortcut "
-        "is made traceable for brevitas by swapping it for an equivalent leaf module inside the "
-        "bench.", ""]
+        _wrap(f"Run: {meta.get('start', '?')} – {meta.get('end', '?')} UTC, one run of one "
+              f"command, every row below from it. Machine: {meta.get('machine', '?')}. Load "
+              f"average (1 min) during the run: {meta.get('load', '?')}."), "",
+        f"Command: `{meta.get('command', '?')}`", "",
+        f"Interpreter: {meta.get('python', '?')} (the bench's own environment).", "",
+        _wrap("Each row is one subprocess on one torch thread: calibration on the first "
+              f"{n_calib} images of `calib.npz` (batches of 100), top-1 on the first {n_test} "
+              "images of `test.npz`." + _jobs_note(meta) + " *Time* is the whole calibration "
+              "as a ratio to one float evaluation of the test images measured in the same "
+              "subprocess (the float model runs every 4th batch, interleaved with the quantized "
+              "evaluation, scaled to all batches). For nndct_lite the calibration is fast "
+              "finetune + the calibration pass + `export_quant_config()`; for brevitas the "
+              "trace and graph rewrite, the activation calibration and GPTQ; for torch.ao "
+              "`prepare_*_fx`, the observer pass and (int8) `convert_fx`. Drops are against the "
+              "float top-1 of shared/data/README.md (ResNet-20 91.73, ResNet-56 93.39, "
+              "ShuffleNetV2 ×0.5 90.65). The machine has 2 cores shared with other jobs (see the "
+              "load averages): the calibration and the float reference are slowed by different "
+              "amounts, so read the time ratios loosely and the accuracies exactly (they do not "
+              "depend on the load)."), "",
+        _wrap("Configurations: *W4A8 per-channel* = nndct_lite `target_device` CPU, float "
+              "scales, 4-bit per-channel weights, 8-bit mse activations, CLE and bias correction "
+              "off; *DPU default* = no config file (power-of-two per-tensor, CLE + bias "
+              "correction). Peers (bench/peers_finetune.py): brevitas FX flow (BN merged), W4A8 = "
+              "4-bit per-channel float-scale weights (scale fixed from the weight statistics) "
+              "and 8-bit MSE activations, DPU = 8-bit power-of-two per-tensor weights and "
+              "activations, then activation calibration and GPTQ (`act_order=True`) over the "
+              "same calibration images; torch.ao FX, W4A8 = `prepare_qat_fx` with FakeQuantize "
+              "(4-bit per-channel symmetric weights, 8-bit HistogramObserver activations), "
+              "observers frozen and the fake-quant model evaluated (there are no 4-bit CPU "
+              "kernels, and `prepare_fx` alone inserts no weight fake quant to evaluate); the "
+              "reference of the DPU rows is `prepare_fx`/`convert_fx` with the x86 default int8 "
+              "per-channel qconfig mapping, on the int8 kernels (a finer grid than the DPU's). "
+              "For brevitas the CIFAR ResNet's option-A shortcut and ShuffleNetV2's channel "
+              "split and shuffle are swapped, inside the bench, for equivalent modules that keep "
+              "brevitas' QuantTensor (its graph cannot slice, pad or chunk one)."), ""]
 
 
 def render(rows: list[dict], meta: dict) -> str:
@@ -289,8 +314,8 @@ def render(rows: list[dict], meta: dict) -> str:
               "(for the ResNet-20 goal, the most accurate one within 3×), the peers' rows of the "
               "same run beside it.", ""] + goals(rows) + [""]
     if missing:
-        lines += ["Not run in this run: " + ", ".join(f"`{m}`" for m in missing)
-                  + (f". {meta['skip_note']}" if meta.get("skip_note") else "."), ""]
+        lines += [_wrap("Not run in this run: " + ", ".join(f"`{m}`" for m in missing)
+                        + (f". {meta['skip_note']}" if meta.get("skip_note") else ".")), ""]
     return "\n".join(lines)
 
 
@@ -306,22 +331,24 @@ def _cell(r: dict | None) -> str:
 def section(rows: list[dict], meta: dict) -> str:
     """The "Fast finetune methods (issue 24)" section of docs/benchmarks.md."""
     out = ["## Fast finetune methods (issue 24)", "",
-           "From [bench_finetune.md](bench_finetune.md) (methods explained in "
-           "[algorithms.md](algorithms.md#fast-finetune)): `fast_finetune_method` `gptq` or "
-           "`adaround` against the default `adaquant` and plain calibration, and the peers "
-           "brevitas GPTQ and torch.ao, all in one run of "
-           f"`{meta.get('command', '?')}` ({meta.get('start', '?')} – {meta.get('end', '?')} UTC, "
-           f"{meta.get('machine_short', '')}). "
-           f"{rows[0]['n_calib'] if rows else '?'} calibration images, "
-           f"{rows[0]['n_test'] if rows else '?'} test images, one torch thread per row; time = the "
-           "whole calibration (for us fast finetune + calibration + export) as a multiple of one "
-           "float evaluation of the test images measured in the same subprocess. Other jobs "
-           f"shared the 2 cores (load average {meta.get('load', '?')}): the accuracies are exact, "
-           "the time ratios noisy. brevitas: 4-bit per-channel weights / 8-bit MSE activations "
-           "(W4A8) or 8-bit power-of-two per-tensor (DPU rows), activation calibration + GPTQ "
-           "(`act_order`); torch.ao: W4A8 fake quant, and for the DPU rows the x86 int8 "
-           "per-channel default (a different, finer grid than the DPU's: the reference, not "
-           "the same problem).", "",
+           _wrap("From [bench_finetune.md](bench_finetune.md) (methods explained in "
+                 "[algorithms.md](algorithms.md#fast-finetune)): `fast_finetune_method` `gptq` "
+                 "or `adaround` against the default `adaquant` and plain calibration, and the "
+                 "peers brevitas GPTQ and torch.ao, all from one run "
+                 f"({meta.get('start', '?')} – {meta.get('end', '?')} UTC, "
+                 f"{meta.get('machine_short', '')}; the command is on that page). "
+                 f"{rows[0]['n_calib'] if rows else '?'} calibration images, "
+                 f"{rows[0]['n_test'] if rows else '?'} test images, one torch thread per row"
+                 + ("" if meta.get("jobs", 1) == 1 else f", {meta['jobs']} rows at a time")
+                 + "; time = the whole calibration (for us fast finetune + calibration + export) "
+                 "as a multiple of one float evaluation of the test images measured in the same "
+                 "subprocess. Other jobs shared the 2 cores (load average "
+                 f"{meta.get('load', '?')}): the accuracies are exact, the time ratios noisy. "
+                 "brevitas: 4-bit per-channel weights / 8-bit MSE activations (W4A8) or 8-bit "
+                 "power-of-two per-tensor (DPU rows), activation calibration + GPTQ "
+                 "(`act_order`); torch.ao: W4A8 fake quant, and for the DPU rows the x86 int8 "
+                 "per-channel default (a finer grid than the DPU's: a reference, not the same "
+                 "problem)."), "",
            "| model | configuration | plain | adaquant | gptq | adaround | brevitas GPTQ | "
            "torch.ao |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -330,8 +357,9 @@ def section(rows: list[dict], meta: dict) -> str:
             cells = [_cell(_row(rows, model, config, m)) for m in METHODS]
             out.append(f"| {MODEL_LABELS[model]} (float {FLOAT_TOP1[model]:.2f} %) | "
                        f"{LABELS[config]} | " + " | ".join(cells) + " |")
-    out += ["", "Each cell: top-1 (difference to float, pt; time × one float evaluation). "
-            "– : not run" + (f" ({meta['skip_note']})" if meta.get("skip_note") else "") + ".",
+    out += ["", _wrap("Each cell: top-1 (difference to float, pt; time × one float "
+                      "evaluation). – : not run" + (f"; {meta['skip_note']}" if
+                                                   meta.get("skip_note") else "") + "."),
             "", "Goals of the issue, each measured in that run:", ""] + goals(rows) + [""]
     return "\n".join(out)
 
@@ -410,6 +438,8 @@ def main() -> int:
                     help="why rows were skipped, for the pages")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="start no row after this many minutes; the rest are listed as not run")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="rows run at the same time (each its own one-thread subprocess)")
     ap.add_argument("--n-calib", type=int, default=1000)
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--ref-every", type=int, default=4)
@@ -459,23 +489,48 @@ def main() -> int:
                    + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
         _append(results, {"meta": {"command": command, "start": _now(),
                                    "machine": cm.machine_info(1),
-                                   "python": _interpreter(), "skip_note": args.skip_note}})
+                                   "python": _interpreter(), "skip_note": args.skip_note,
+                                   "jobs": args.jobs}})
         signal.signal(signal.SIGTERM, _stop)
-        try:
-            for n, (model, config, method) in enumerate(plan):
-                if args.budget_min is not None and time.time() - start > 60 * args.budget_min:
-                    print(f"time budget spent: {len(plan) - n} rows not run", flush=True)
-                    break
+        todo = list(plan)
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    if args.budget_min is not None and time.time() - start > 60 * args.budget_min:
+                        print(f"time budget spent: {len(todo)} rows not run", flush=True)
+                        todo.clear()
+                        return
+                    model, config, method = todo.pop(0)
                 spec = dict(model_name=model, config=config, method=method,
                             n_calib=args.n_calib, n_test=args.n_test, bs=100,
                             ref_every=args.ref_every)
                 r = run_subprocess(spec)
                 r["finished"] = f"{_dt.datetime.now(_dt.timezone.utc):%H:%M:%S}"
-                loads.append(os.getloadavg()[0])
-                print(json.dumps({k: v for k, v in r.items() if k != "error"}),
-                      r.get("error", "")[-500:], flush=True)
-                _append(results, r)
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the row in progress is dropped
+                with lock:
+                    loads.append(os.getloadavg()[0])
+                    print(json.dumps({k: v for k, v in r.items() if k != "error"}),
+                          r.get("error", "")[-500:], flush=True)
+                    if not stopping:
+                        _append(results, r)
+
+        stopping = False
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.jobs)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(1.0)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the rows in progress are dropped
+            stopping = True
+            with lock:
+                todo.clear()
+            for proc in list(_RUNNING):
+                proc.kill()
             print("stopped: rendering the rows that finished", flush=True)
         _append(results, {"meta": {"end": f"{_dt.datetime.now(_dt.timezone.utc):%H:%M}",
                                    "load": f"{min(loads):.1f}–{max(loads):.1f}"}})
