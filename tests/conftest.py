@@ -1,9 +1,5 @@
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
 import logging
+import os
 from pathlib import Path
 
 import pytest

@@ -3,22 +3,18 @@ both grids: hard rounding leaves every weight on the calibrated grid, one of the
 around its float value, and the layer's reconstruction error does not grow."""
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import PLAIN, W4A8, forward_batches, write_config  # noqa: E402
-from test_gptq import _float_weight, data, net  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.algorithms import adaround  # noqa: E402
-from nndct_lite.algorithms.adaround import (AdaroundOptions, AdaroundTuner,  # noqa: E402
+from algo_helpers import PLAIN, W4A8, forward_batches, write_config
+from test_gptq import _float_weight, data, net
+from nndct_lite import torch_quantizer
+from nndct_lite.algorithms import adaround
+from nndct_lite.algorithms.adaround import (AdaroundOptions, AdaroundTuner,
                                             initial_v, rectified_sigmoid)
-from nndct_lite.algorithms.fast_finetune import FinetuneOptions, fast_finetune  # noqa: E402
-from nndct_lite.algorithms.grid import weight_grid  # noqa: E402
+from nndct_lite.algorithms.fast_finetune import FinetuneOptions, fast_finetune
+from nndct_lite.algorithms.grid import weight_grid
 
 QUICK = AdaroundOptions(iters=60, batch_size=8)
 

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import forward_batches, layer, write_config  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.calib.bias_correction import BiasCorrector  # noqa: E402
-from nndct_lite.errors import QuantInfoError  # noqa: E402
-from nndct_lite.graph.ops import CONV_LIKE  # noqa: E402
-from nndct_lite.numerics.fake_quant import fake_quantize_pof2  # noqa: E402
-from nndct_lite.numerics.rounding import RoundMode  # noqa: E402
+from algo_helpers import forward_batches, layer, write_config
+from nndct_lite import torch_quantizer
+from nndct_lite.calib.bias_correction import BiasCorrector
+from nndct_lite.errors import QuantInfoError
+from nndct_lite.graph.ops import CONV_LIKE
+from nndct_lite.numerics.fake_quant import fake_quantize_pof2
+from nndct_lite.numerics.rounding import RoundMode
 
 DIMS = [0, 2, 3]                   # conv2d: per output channel over batch and space
 

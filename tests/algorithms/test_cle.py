@@ -9,23 +9,19 @@ Example 26: r_a = 0.1, r_b = 0.3: r_a + r_b = 0.4 < 0.5 -> s = 1.
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import float_view, write_config  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.algorithms.cle import (bias_shrink_factor, cross_layer_equalize,  # noqa: E402
+from algo_helpers import float_view, write_config
+from nndct_lite import torch_quantizer
+from nndct_lite.algorithms.cle import (bias_shrink_factor, cross_layer_equalize,
                                        find_cle_pairs)
-from nndct_lite.graph.capture import capture  # noqa: E402
-from nndct_lite.graph.ops import OpKind  # noqa: E402
-from nndct_lite.graph.passes.fold_bn import fold_batchnorm  # noqa: E402
+from nndct_lite.graph.capture import capture
+from nndct_lite.graph.ops import OpKind
+from nndct_lite.graph.passes.fold_bn import fold_batchnorm
 
 CLE_ONLY = {"include_cle": True, "include_bias_corr": False}
 

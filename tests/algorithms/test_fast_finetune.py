@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import PLAIN, W4A8, calibrate, forward_batches, layer, write_config  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.errors import QuantInfoError  # noqa: E402
-from nndct_lite.graph.ops import CONV_LIKE  # noqa: E402
-from nndct_lite.quant.build import quantizers  # noqa: E402
+from algo_helpers import PLAIN, W4A8, calibrate, forward_batches, layer, write_config
+from nndct_lite import torch_quantizer
+from nndct_lite.errors import QuantInfoError
+from nndct_lite.graph.ops import CONV_LIKE
+from nndct_lite.quant.build import quantizers
 
 
 class Small(nn.Module):

@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import PLAIN, W4A8, forward_batches, write_config  # noqa: E402
-from test_gptq import data, net  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.algorithms.adaround import AdaroundOptions  # noqa: E402
-from nndct_lite.algorithms.fast_finetune import FinetuneOptions, fast_finetune  # noqa: E402
-from nndct_lite.config.spec import FinetuneMethod  # noqa: E402
-from nndct_lite.errors import ConfigError  # noqa: E402
-from shared_paths import XIR  # noqa: E402
+from algo_helpers import PLAIN, W4A8, forward_batches, write_config
+from test_gptq import data, net
+from nndct_lite import torch_quantizer
+from nndct_lite.algorithms.adaround import AdaroundOptions
+from nndct_lite.algorithms.fast_finetune import FinetuneOptions, fast_finetune
+from nndct_lite.config.spec import FinetuneMethod
+from nndct_lite.errors import ConfigError
+from shared_paths import XIR
 
 QUICK = FinetuneOptions(adaround=AdaroundOptions(iters=40, batch_size=8))
 

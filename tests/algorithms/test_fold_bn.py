@@ -8,20 +8,16 @@ tripled: along torch axis 0 for conv and depthwise conv, axis 1 for transposed c
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import PLAIN, float_view, write_config  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.graph.capture import capture  # noqa: E402
-from nndct_lite.graph.ops import OpKind  # noqa: E402
-from nndct_lite.graph.passes.fold_bn import fold_batchnorm  # noqa: E402
+from algo_helpers import PLAIN, float_view, write_config
+from nndct_lite import torch_quantizer
+from nndct_lite.graph.capture import capture
+from nndct_lite.graph.ops import OpKind
+from nndct_lite.graph.passes.fold_bn import fold_batchnorm
 
 A = torch.tensor([1.0, 3.0])
 OFFSET = torch.tensor([0.5, -7.0])

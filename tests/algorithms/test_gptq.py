@@ -4,21 +4,17 @@ blocks) on random problems, the im2col Hessian of convolutions (groups included)
 layers of both grids (power-of-two per tensor, float scale per channel)."""
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import PLAIN, W4A8, forward_batches, write_config  # noqa: E402
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite.algorithms.gptq import GptqOptions, gptq_quantize, layer_hessian  # noqa: E402
-from nndct_lite.algorithms.grid import weight_grid  # noqa: E402
-from nndct_lite.quant.build import quantizers  # noqa: E402
+from algo_helpers import PLAIN, W4A8, forward_batches, write_config
+from nndct_lite import torch_quantizer
+from nndct_lite.algorithms.gptq import GptqOptions, gptq_quantize, layer_hessian
+from nndct_lite.algorithms.grid import weight_grid
+from nndct_lite.quant.build import quantizers
 
 EXACT = GptqOptions(damp=0.0, act_order=False)
 

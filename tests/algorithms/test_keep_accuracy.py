@@ -9,18 +9,14 @@ quantizer holds exactly at fix position 4 (code 120). Kept as a clamp it would g
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from algo_helpers import calibrate, float_view, layer  # noqa: E402
-from nndct_lite.graph.ops import CONV_LIKE, OpKind  # noqa: E402
+from algo_helpers import calibrate, float_view, layer
+from nndct_lite.graph.ops import CONV_LIKE, OpKind
 
 
 class Relu6Net(nn.Module):

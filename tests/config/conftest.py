@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make config_helpers importable
 
 from config_helpers import EXAMPLE, resnet20_nodes
 from nndct_lite.config import NodeInfo

@@ -23,15 +23,12 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn as nn
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from nndct_lite import torch_quantizer  # noqa: E402
-from nndct_lite import distributed  # noqa: E402
-from nndct_lite.quant.build import layer_of  # noqa: E402
+from nndct_lite import torch_quantizer
+from nndct_lite import distributed
+from nndct_lite.quant.build import layer_of
 
 BATCHES, BATCH = 6, 4
 

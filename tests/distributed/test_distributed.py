@@ -21,15 +21,18 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "dist_worker.py"
 ROOT = HERE.parents[1]
 
-sys.path.insert(0, str(HERE))
-import dist_worker  # noqa: E402
+import dist_worker
+import nndct_lite
 
+# the workers import the nndct_lite this process imports (the installed wheel in CI)
+PACKAGE_DIR = str(Path(nndct_lite.__file__).resolve().parents[1])
 CASES = list(dist_worker.CASES)
 JOB_TIMEOUT = 120   # seconds for a whole spawn: a broken test fails, never hangs
 
 
 def _env(extra: dict | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_DIR, env.get("PYTHONPATH")) if p)
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     env.update(extra or {})

@@ -4,20 +4,16 @@ BatchNorm module, the activation inside them keeps its op kind, and a BN that ca
 stays a BATCHNORM layer (no float ``other`` op, no leftover constants)."""
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from graph_helpers import float_view, quantizer, seeded  # noqa: E402
-from nndct_lite.graph.capture import capture  # noqa: E402
-from nndct_lite.graph.ops import OpKind  # noqa: E402
-from nndct_lite.graph.passes.fold_bn import fold_batchnorm  # noqa: E402
+from graph_helpers import float_view, quantizer, seeded
+from nndct_lite.graph.capture import capture
+from nndct_lite.graph.ops import OpKind
+from nndct_lite.graph.passes.fold_bn import fold_batchnorm
 
 
 def _bn_act(base: type, channels: int, act: nn.Module | None = None) -> nn.Module:

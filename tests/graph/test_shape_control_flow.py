@@ -6,19 +6,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from graph_helpers import roundtrip  # noqa: E402
-from nndct_lite.errors import TraceError  # noqa: E402
-from nndct_lite.graph.capture import capture  # noqa: E402
-from nndct_lite.graph.ops import OpKind  # noqa: E402
+from graph_helpers import roundtrip
+from nndct_lite.errors import TraceError
+from nndct_lite.graph.capture import capture
+from nndct_lite.graph.ops import OpKind
 
 THIS = os.path.basename(__file__)
 

@@ -3,23 +3,18 @@
 computes the model's float function at other batch sizes."""
 from __future__ import annotations
 
-import os
 import re
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from graph_helpers import float_view, quantizer  # noqa: E402
-from shared_paths import SHARED, need  # noqa: E402
-from nndct_lite.graph.capture import capture  # noqa: E402
-from nndct_lite.graph.ops import OpKind  # noqa: E402
-from nndct_lite.graph.passes.fold_bn import fold_batchnorm  # noqa: E402
+from graph_helpers import float_view, quantizer
+from shared_paths import SHARED, need
+from nndct_lite.graph.capture import capture
+from nndct_lite.graph.ops import OpKind
+from nndct_lite.graph.passes.fold_bn import fold_batchnorm
 
 ZOO = SHARED / "reference" / "golden" / "zoo"
 GOLDEN = {"mobilenetv3_small_050": "MobileNetV3", "tinynet_e": "EfficientNet",

@@ -13,7 +13,6 @@ op; within one output step where it has).
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from nndct_lite import torch_quantizer
 from nndct_lite.sim import Simulator
 from nndct_lite.xmodel import read_xmodel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _xmodel_testlib import XIR, run_xir_check  # noqa: E402
+from _xmodel_testlib import XIR, run_xir_check
 
 
 def _export(model, tmp_path, shape=(3, 8, 8)):

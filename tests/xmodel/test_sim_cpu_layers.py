@@ -3,8 +3,6 @@ attention, eval-mode identities) and graphs that fold the batch into another axi
 hand-built graphs checked against torch in float64."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,7 @@ import pytest
 from nndct_lite.sim import SimError
 from nndct_lite.xmodel import Attr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sim_builder import GraphBuilder  # noqa: E402
+from _sim_builder import GraphBuilder
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -1,8 +1,6 @@
 """Convolution / pooling kernels of the simulator against torch (exact on integer codes), through
 real xmodel ops, so the {w, h} attribute order and pad semantics are covered; XIR's own shape
 inference must agree with the stored shapes."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ from nndct_lite.xmodel import XGraph, XOp, XTensor, const_op, data_op, fix_op, w
 from nndct_lite.sim import Fixed, Simulator
 from nndct_lite.sim.kernels import conv_out_size
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _xmodel_testlib import run_xir_check
 
 torch = pytest.importorskip("torch")

@@ -4,7 +4,6 @@ Inputs are chosen on the grid of their fix so the quantized input equals the giv
 expected outputs are worked out by hand in the comments (DPU rules: numerics.md)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from nndct_lite.sim import SimError, Simulator, supported_op_types
 from nndct_lite.sim.ops_pool import dpu_avg_multiplier
 from nndct_lite.xmodel import Attr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sim_builder import GraphBuilder  # noqa: E402
+from _sim_builder import GraphBuilder
 
 torch = pytest.importorskip("torch")
 

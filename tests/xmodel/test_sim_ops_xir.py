@@ -5,17 +5,14 @@ pads), and run by the simulator (whose shape check compares every result with th
 The XIR part skips when ../shared is absent; the simulator part always runs."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nndct_lite.xmodel import Attr, DataType, XOp, XTensor, const_op, data_op, write_xmodel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sim_builder import GraphBuilder  # noqa: E402
-from _xmodel_testlib import run_xir_check  # noqa: E402
+from _sim_builder import GraphBuilder
+from _xmodel_testlib import run_xir_check
 
 X4 = [1, 4, 6, 4]  # NHWC input of the 4-D cases
 

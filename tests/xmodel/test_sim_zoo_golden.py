@@ -8,8 +8,6 @@ NCHW <-> NHWC transposes around the CPU ops, and stack / reshape shape plumbing.
 from __future__ import annotations
 
 import collections
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +15,7 @@ import pytest
 from nndct_lite.sim import Simulator
 from nndct_lite.xmodel import read_xmodel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared_paths import SHARED, need  # noqa: E402
+from shared_paths import SHARED, need
 
 ZOO = SHARED / "reference" / "golden" / "zoo"
 MODELS = {"mobilenetv3_small_050": "MobileNetV3", "tinynet_e": "EfficientNet",

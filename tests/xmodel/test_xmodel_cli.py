@@ -1,6 +1,5 @@
 """``xmodel show`` / ``xmodel run`` subcommands."""
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,7 @@ from nndct_lite.xmodel import write_xmodel
 from nndct_lite.sim import Simulator
 from nndct_lite.sim.cli import add_xmodel_parser, main, main_xmodel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _xmodel_testlib import sample_graph  # noqa: E402
+from _xmodel_testlib import sample_graph
 
 
 def test_parser_registration():

@@ -1,7 +1,5 @@
 """The golden ResNet-20 xmodel written by the original quantizer: reader, re-write, registry,
 and the integer simulator against the original's test-mode logits."""
-import sys
-from pathlib import Path
 
 import collections
 import time
@@ -13,7 +11,6 @@ from nndct_lite.xmodel import (REGISTRY, AttrType, DataType, parse_xmodel, proto
                                       read_xmodel, serialize, write_xmodel)
 from nndct_lite.xmodel.reader import attr_from_proto
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _xmodel_testlib import CIFAR_TEST, GOLDEN, GOLDEN_XMODEL, need, op_lines, run_xir_check
 
 pytestmark = pytest.mark.shared

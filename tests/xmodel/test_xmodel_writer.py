@@ -1,6 +1,4 @@
 """Writer: XIR loads what we write; bad graphs are rejected before anything is written."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +7,6 @@ from nndct_lite.errors import ExportError
 from nndct_lite.xmodel import (Attr, XGraph, XOp, XSubGraph, XTensor, const_op, data_op,
                                       fix_op, read_xmodel, serialize, validate_graph, write_xmodel)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _xmodel_testlib import run_xir_check, sample_graph
 
 

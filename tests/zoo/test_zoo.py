@@ -14,15 +14,11 @@ The benchmark bench/bench_zoo.py runs the same table and stages and writes docs/
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import zoo_models as zm  # noqa: E402
+import zoo_models as zm
 
 
 class KnownFailure(Exception):
