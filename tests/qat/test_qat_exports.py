@@ -93,6 +93,23 @@ def test_xmodel_in_the_simulator_agrees_with_test_mode(dpu):
     assert not sim.float_ops
 
 
+def test_xmodel_loads_in_real_xir(dpu):
+    """The trained model's XModel loads in the real XIR library (skips without ../shared/xir)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    name = "_nndct_xmodel_testlib"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "xmodel" / "_xmodel_testlib.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    qat, _, _, out, *_ = dpu
+    r = sys.modules[name].run_xir_check(qat.export_xmodel(out), brief=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 def test_onnx_agrees_with_test_mode(dpu):
     ort = pytest.importorskip("onnxruntime")
     qat, _, _, out, x, ref, _ = dpu

@@ -1,0 +1,430 @@
+"""Issue #23 evidence: quantization-aware training on real CIFAR-10, against PTQ, PTQ + fast
+finetune and torch.ao QAT, in one run.
+
+For each model, on the 5,000 calibration images of ``shared/data`` (train split) and the 10,000
+test images:
+
+* ``resnet20`` at W4A4 on the CPU target (float scales, per-channel 4-bit weights, 4-bit
+  activations): float, PTQ, PTQ + fast finetune, our QAT (``QatProcessor(config=...)``, LSQ
+  scales), torch.ao QAT (``prepare_qat_fx``, 4-bit per-channel weight / 4-bit activation
+  fake quant);
+* ``shufflenetv2_x0_5`` at the DPU default (power-of-two, per tensor, 8-bit): float, PTQ,
+  PTQ + fast finetune, our QAT (``QatProcessor``, TQT thresholds), torch.ao QAT (the default
+  ``x86`` int8 QAT qconfig).
+
+Both QATs train the same epochs on the same images in the same order (seeded, random
+horizontal flips), with the same optimizer (Adam, same learning rate for the weights; our
+thresholds have their own learning rate, torch.ao's observers have none). Training time is a
+ratio to one float training epoch over the same images, measured in the same run. The
+deployed QAT model goes through ``torch_quantizer('test', ..., qat_proc=True)`` (its top-1 is
+the one reported) and through the exports.
+
+    python bench/bench_qat.py                 # the real run (docs/qat.md "Evidence")
+    python bench/bench_qat.py --quick         # synthetic smoke run, a few seconds
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cifar_models as cm  # noqa: E402
+
+cm.ensure_repo_on_path()
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+_ASYM = {"method": "maxmin", "symmetry": False, "calib_statistic_method": "mean"}
+#: 4-bit symmetric per-channel weights; 4-bit asymmetric (16 levels, a zero point) input and
+#: activations, as torch.ao's 4-bit qconfig below; 16-bit biases (torch.ao keeps them float)
+W4A4_CPU = {
+    "target_device": "CPU",
+    "overall_quantize_config": {"scale_type": "float", "method": "maxmin", "bit_width": 4,
+                                "calib_statistic_method": "max", "round_mode": "half_even"},
+    "tensor_quantize_config": {"weights": {"per_channel": True},
+                               "bias": {"bit_width": 16},
+                               "input": dict(_ASYM), "activation": dict(_ASYM)},
+}
+#: model -> (label, our config (None: the DPU default), torch.ao qconfig key, fast finetune
+#: methods run by default, learning rate of our thresholds: LSQ log-scales, TQT log2 thresholds)
+SETUPS: dict[str, tuple[str, dict[str, Any] | None, str, tuple[str, ...], float]] = {
+    "resnet20": ("W4A4, CPU target, float scales, per-channel weights", W4A4_CPU, "w4a4",
+                 ("gptq", "adaquant"), 1e-2),
+    "shufflenetv2_x0_5": ("DPU default (power-of-two, per tensor, 8-bit)", None, "int8",
+                          ("gptq",), 1e-3),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> float:
+    model.eval()
+    ok = 0
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            ok += int((model(x[i:i + bs]).argmax(1) == y[i:i + bs]).sum())
+    return 100.0 * ok / len(x)
+
+
+def batches(n: int, bs: int, epoch: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (indices, flip mask) of every batch of one epoch: the same for every trainer."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.randperm(n, generator=g)
+    flips = torch.rand(n, generator=g) < 0.5
+    return [(perm[i:i + bs], flips[perm[i:i + bs]]) for i in range(0, n, bs)]
+
+
+def train(model: nn.Module, params: list[dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
+          epochs: int, bs: int, seed: int, before_epoch: Callable[[int], None] | None = None
+          ) -> tuple[float, list[float]]:
+    """Adam over ``params`` (parameter groups); returns (seconds, mean loss per epoch)."""
+    opt = torch.optim.Adam(params)
+    steps = epochs * math.ceil(len(x) / bs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+    losses = []
+    t = time.perf_counter()
+    for ep in range(epochs):
+        if before_epoch is not None:
+            before_epoch(ep)
+        model.train()
+        total = 0.0
+        plan = batches(len(x), bs, ep, seed)
+        for idx, flip in plan:
+            xb = x[idx].clone()
+            xb[flip] = xb[flip].flip(3)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), y[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        losses.append(total / len(plan))
+    model.eval()
+    return time.perf_counter() - t, losses
+
+
+def float_epoch_seconds(model: nn.Module, x, y, bs: int, lr: float, seed: int) -> float:
+    """One float training epoch (same images, batches, optimizer) on a copy of the model."""
+    m = copy.deepcopy(model)
+    sec, _ = train(m, [{"params": list(m.parameters()), "lr": lr}], x, y, 1, bs, seed)
+    return sec
+
+
+def write_config(cfg: dict[str, Any] | None, path: Path) -> str | None:
+    if cfg is None:
+        return None
+    path.write_text(json.dumps(cfg, indent=2))
+    return str(path)
+
+
+# --------------------------------------------------------------------------- PTQ rows
+def ptq(model: nn.Module, cfg: dict[str, Any] | None, xc: torch.Tensor, xt, yt, bs: int,
+        wd: Path, ft_method: str | None) -> tuple[float, float]:
+    """(top-1, seconds of calibration [+ fast finetune]) of PTQ with ``cfg``."""
+    from nndct_lite import torch_quantizer
+    full = dict(cfg) if cfg is not None else {}
+    if ft_method is not None:
+        full["fast_finetune_method"] = ft_method
+    cfg_file = write_config(full or None, wd / f"cfg_{ft_method}.json")
+    out = str(wd / f"ptq_{ft_method}")
+    t = time.perf_counter()
+    q = torch_quantizer("calib", copy.deepcopy(model), (xc[:1],), output_dir=out,
+                        quant_config_file=cfg_file)
+    if ft_method is not None:
+        q.fast_finetune(cm.forward_all, (q.quant_model, xc, bs))
+    cm.forward_all(q.quant_model, xc, bs)
+    q.export_quant_config()
+    sec = time.perf_counter() - t
+    qt = torch_quantizer("test", copy.deepcopy(model), (xc[:1],), output_dir=out,
+                         quant_config_file=cfg_file)
+    if ft_method is not None:
+        qt.load_ft_param()
+    return top1(qt.quant_model, xt, yt, bs), sec
+
+
+# --------------------------------------------------------------------------- our QAT
+def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, wd: Path
+            ) -> dict[str, Any]:
+    from nndct_lite.qat import QatProcessor
+    res: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    qat = QatProcessor(model, (xc[:1],), bitwidth=8, config=cfg)
+    calib = [xc[i:i + args.bs] for i in range(0, len(xc), args.bs)]
+    trainable = qat.trainable_model(learn_fix_pos=not args.fixed, calib_batches=calib)
+    res["calib_s"] = time.perf_counter() - t0
+    thresholds = [p for n, p in trainable.named_parameters()
+                  if n.endswith(("log2_t", "log_scale"))]
+    ids = {id(p) for p in thresholds}
+    weights = [p for p in trainable.parameters() if id(p) not in ids]
+    groups = [{"params": weights, "lr": args.lr}]
+    if thresholds:
+        groups.append({"params": thresholds, "lr": args.threshold_lr})
+    res["train_s"], res["losses"] = train(trainable, groups, xc, yc, args.epochs, args.bs,
+                                          args.seed)
+    out = wd / "qat_result"
+    deployable = qat.to_deployable(trainable, out)
+    q = qat.test_quantizer(out)
+    res["top1"] = top1(q.quant_model, xt, yt, args.bs)
+    # the deployed model against the trained one, and the exports
+    with torch.no_grad():
+        probe = xt[:args.bs]
+        res["deployed_equals_trained"] = bool(torch.equal(q.quant_model(probe),
+                                                          trainable(probe)))
+    exports = {}
+    for name, fn in (("onnx", lambda: qat.export_onnx_model(out)),
+                     ("torchscript", lambda: qat.export_torch_script(out)),
+                     ("xmodel", lambda: qat.export_xmodel(out))):
+        if name == "xmodel" and cfg is not None:
+            continue              # float scales: no XModel (the DPU needs power-of-two)
+        try:
+            got = fn()
+            exports[name] = "ok"
+        except Exception as e:   # noqa: BLE001 - reported in the table, not hidden
+            exports[name] = f"{type(e).__name__}: {e}"[:200]
+            continue
+        if name == "xmodel":
+            exports["loads in XIR"] = xir_check(Path(got))
+    res["exports"] = exports
+    res["fix_or_scale"] = "fixed" if args.fixed else ("TQT" if cfg is None else "LSQ")
+    del deployable
+    return res
+
+
+def xir_check(path: Path) -> str:
+    """``../shared/xir/check_xmodel.py`` on ``path`` (the real XIR library), when present."""
+    import subprocess
+    xir = cm.SHARED / "xir"
+    if not (xir / "check_xmodel.py").is_file():
+        return "not checked (no ../shared/xir)"
+    env = dict(os.environ, XIR_HOME=str(xir))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(xir / "lib"),
+                                                           env.get("LD_LIBRARY_PATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(xir / "python"),
+                                                      env.get("PYTHONPATH")]))
+    r = subprocess.run([sys.executable, str(xir / "check_xmodel.py"), "--brief", str(path)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    return "ok" if r.returncode == 0 else f"failed (exit {r.returncode})"
+
+
+# --------------------------------------------------------------------------- torch.ao QAT
+def ao_qconfig_mapping(kind: str):
+    from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver,
+                                       MovingAveragePerChannelMinMaxObserver, QConfig,
+                                       QConfigMapping, get_default_qat_qconfig_mapping)
+    if kind == "int8":
+        return get_default_qat_qconfig_mapping("x86")
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0,
+                                 quant_max=15, dtype=torch.quint8,
+                                 qscheme=torch.per_tensor_affine)
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver,
+                                    quant_min=-8, quant_max=7, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
+
+def ao_qat(model: nn.Module, kind: str, xc, yc, xt, yt, args) -> dict[str, Any]:
+    """torch.ao QAT: prepare_qat_fx, observers calibrated on the calibration images, then the
+    same training as ours; BN statistics frozen (ours folds BN with the running statistics);
+    top-1 of the fake-quantized model with the observers off."""
+    import torch.ao.nn.intrinsic.qat as nniqat
+    from torch.ao.quantization import disable_observer
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    res: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    m = copy.deepcopy(model).train()
+    prepared = prepare_qat_fx(m, ao_qconfig_mapping(kind), (xc[:1],))
+    prepared.apply(nniqat.freeze_bn_stats)
+    prepared.eval()
+    with torch.no_grad():
+        for i in range(0, len(xc), args.bs):
+            prepared(xc[i:i + args.bs])
+    res["calib_s"] = time.perf_counter() - t0
+    res["train_s"], res["losses"] = train(
+        prepared, [{"params": list(prepared.parameters()), "lr": args.lr}], xc, yc,
+        args.epochs, args.bs, args.seed)
+    prepared.apply(disable_observer)
+    res["top1"] = top1(prepared, xt, yt, args.bs)
+    return res
+
+
+# --------------------------------------------------------------------------- one model
+def run_model(name: str, args, log: Callable[[str], None]) -> dict[str, Any]:
+    label, cfg, ao_kind, ft_methods, threshold_lr = SETUPS[name]
+    args = argparse.Namespace(**{**vars(args), "threshold_lr": args.threshold_lr or threshold_lr})
+    if args.ft_methods:
+        ft_methods = tuple(args.ft_methods.split(","))
+    torch.manual_seed(args.seed)
+    if args.quick:
+        model, pretrained = cm.load_model(name, pretrained=False)
+        xc, yc = cm.synthetic_cifar("calib", args.n_calib, name)
+        xt, yt = cm.synthetic_cifar("test", args.n_test, name)
+    else:
+        model, pretrained = cm.load_model(name, pretrained=True)
+        xc, yc = cm.load_cifar("calib", args.n_calib, name)
+        xt, yt = cm.load_cifar("test", args.n_test, name)
+    r: dict[str, Any] = {"model": name, "setup": label, "pretrained": pretrained,
+                         "n_train": len(xc), "n_test": len(xt), "epochs": args.epochs,
+                         "threshold_lr": args.threshold_lr}
+    with tempfile.TemporaryDirectory(prefix="bench_qat_") as d:
+        wd = Path(d)
+        r["float_top1"] = top1(model, xt, yt, args.bs)
+        log(f"{name}: float {r['float_top1']:.2f}")
+        r["float_epoch_s"] = float_epoch_seconds(model, xc, yc, args.bs, args.lr, args.seed)
+        log(f"{name}: float epoch {r['float_epoch_s']:.1f} s")
+        r["ptq_top1"], r["ptq_s"] = ptq(model, cfg, xc, xt, yt, args.bs, wd, None)
+        log(f"{name}: PTQ {r['ptq_top1']:.2f}")
+        r["ft"] = {}
+        for method in ft_methods:
+            r["ft"][method] = ptq(model, cfg, xc[:args.n_ft], xt, yt, args.bs, wd, method)
+            log(f"{name}: PTQ + {method} {r['ft'][method][0]:.2f} "
+                f"({r['ft'][method][1]:.0f} s)")
+        r["ft_method"] = max(r["ft"], key=lambda k: r["ft"][k][0])
+        r["ft_top1"], r["ft_s"] = r["ft"][r["ft_method"]]
+        r["qat"] = our_qat(model, cfg, xc, yc, xt, yt, args, wd)
+        log(f"{name}: our QAT {r['qat']['top1']:.2f} ({r['qat']['train_s']:.0f} s) "
+            f"exports {r['qat']['exports']}")
+        try:
+            r["ao"] = ao_qat(model, ao_kind, xc, yc, xt, yt, args)
+            log(f"{name}: torch.ao QAT {r['ao']['top1']:.2f} ({r['ao']['train_s']:.0f} s)")
+        except Exception as e:   # noqa: BLE001 - a peer failing is a row, not a crash
+            r["ao"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            log(f"{name}: torch.ao QAT failed: {r['ao']['error']}")
+    # the floor, literally: QAT's drop at most half of PTQ + fast finetune's (a gain is no loss)
+    lost = max(r["float_top1"] - r["ft_top1"], 0.0)
+    r["floor_met"] = r["float_top1"] - r["qat"]["top1"] <= 0.5 * lost
+    return r
+
+
+# --------------------------------------------------------------------------- the page
+def fmt_ratio(sec: float | None, ref: float) -> str:
+    return "–" if sec is None else f"{sec / ref:.2f}×"
+
+
+def render(results: list[dict[str, Any]], args, command: str, machine: str) -> str:
+    lines = [
+        f"Command: `{command}`. Date: {machine}.",
+        "",
+        f"Trained on the {results[0]['n_train']:,} calibration images (train split), "
+        f"{args.epochs} epochs, batch {args.bs}, Adam (weights lr {args.lr:g}, cosine decay; "
+        f"our thresholds: their own lr, below), random horizontal flips, seed {args.seed}; "
+        f"top-1 on the {results[0]['n_test']:,} test images. Fast finetune "
+        f"(`fast_finetune_method`) on the first {args.n_ft:,} calibration images; PTQ "
+        "calibrates on all of them. *Train time* is the QAT training loop (calibration not "
+        "included) as a ratio to one float training epoch over the same images, same batches "
+        "and optimizer, measured in the same run. *Recovered*: (QAT − PTQ+FT) / (float − PTQ+FT).",
+        "",
+    ]
+    for r in results:
+        q, a = r["qat"], r["ao"]
+        fe = r["float_epoch_s"]
+        lost = r["float_top1"] - r["ft_top1"]
+        rec = "nothing to recover: PTQ + fast finetune is at float" if lost <= 0 else \
+            f"recovered {100 * (q['top1'] - r['ft_top1']) / lost:.0f} % of the best fast " \
+            f"finetune's loss ({r['ft_method']})"
+        lines += [
+            f"**{r['model']}** — {r['setup']} (float epoch {fe:.1f} s)",
+            "",
+            "| row | top-1 (%) | drop vs float (pt) | train time (× float epoch) |",
+            "|---|---:|---:|---:|",
+            f"| float | {r['float_top1']:.2f} | – | – |",
+            f"| PTQ | {r['ptq_top1']:.2f} | {r['float_top1'] - r['ptq_top1']:+.2f} | – |",
+        ]
+        for method, (acc, sec) in r["ft"].items():
+            lines.append(f"| PTQ + fast finetune ({method}) | {acc:.2f} | "
+                         f"{r['float_top1'] - acc:+.2f} | {fmt_ratio(sec, fe)} (calib + "
+                         "finetune) |")
+        lines += [
+            f"| our QAT ({q['fix_or_scale']}, threshold lr {r['threshold_lr']:g}), deployed "
+            f"test mode | {q['top1']:.2f} | "
+            f"{r['float_top1'] - q['top1']:+.2f} | {fmt_ratio(q['train_s'], fe)} |",
+        ]
+        if "error" in a:
+            lines.append(f"| torch.ao QAT (`prepare_qat_fx`) | failed: {a['error']} | | |")
+        else:
+            lines.append(f"| torch.ao QAT (`prepare_qat_fx`) | {a['top1']:.2f} | "
+                         f"{r['float_top1'] - a['top1']:+.2f} | {fmt_ratio(a['train_s'], fe)} |")
+        lines += [
+            "",
+            f"Floor (QAT recovers ≥ half of what PTQ + fast finetune leaves lost): "
+            f"**{'met' if r['floor_met'] else 'missed'}** ({rec}). Deployed test mode "
+            f"equals the trained model: {q['deployed_equals_trained']}; exports: "
+            + ", ".join(f"{k} {v}" for k, v in q["exports"].items()) + ".",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet20,shufflenetv2_x0_5")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--bs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--threshold-lr", type=float, default=None,
+                   help="learning rate of our thresholds (default: per model)")
+    p.add_argument("--fixed", action="store_true", help="fixed thresholds (no TQT/LSQ)")
+    p.add_argument("--ft-methods", default="",
+                   help="fast finetune methods, comma-separated (default: per model)")
+    p.add_argument("--n-calib", type=int, default=5000)
+    p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--n-ft", type=int, default=1000, help="images for fast finetune")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="synthetic data, tiny sizes (smoke)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--doc", type=Path, help="write the markdown table here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_calib, args.n_test, args.n_ft, args.epochs = 40, 40, 20, 1
+        args.bs = 20
+        args.ft_methods = args.ft_methods or "gptq"
+    if not args.quick and not cm.have_data():
+        p.error("shared/data is not available: use --quick")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    logging.getLogger("nndct_lite").setLevel(logging.ERROR)
+    import warnings
+    warnings.filterwarnings("ignore")
+    start = time.perf_counter()
+    load0 = os.getloadavg()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f} s] {msg}", flush=True)
+
+    results = [run_model(m, args, log) for m in args.models.split(",")]
+    load1 = os.getloadavg()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (f"{now}; {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
+               f"CPUs shared with other jobs, 1 torch thread; torch {torch.__version__}; load "
+               f"average {load0[0]:.1f} at start, {load1[0]:.1f} at the end; whole run "
+               f"{(time.perf_counter() - start) / 60:.1f} min")
+    command = "python bench/bench_qat.py" + ("" if argv is None else " " + " ".join(argv)) \
+        if argv is not None else "python " + " ".join(sys.argv)
+    page = render(results, args, command, machine)
+    print(page)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "machine": machine}, indent=1))
+    if args.doc:
+        args.doc.write_text(page + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
