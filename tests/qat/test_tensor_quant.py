@@ -45,6 +45,20 @@ def test_seed_example_matches_an_independent_computation():
     assert printed[2] == round(float(amax), 4)               # the maximum maps onto itself
 
 
+def test_seed_example_prints_the_published_numbers():
+    """pytorch-quantization's documented example, as printed there (4 decimals)."""
+    torch.manual_seed(12345)
+    x = torch.rand(10)
+    assert [round(v, 4) for v in x.tolist()] == [0.9817, 0.8796, 0.9921, 0.4611, 0.0832,
+                                                  0.1784, 0.3674, 0.5676, 0.3376, 0.2119]
+    fake = fake_tensor_quant(x, x.abs().max())
+    assert [round(v, 4) for v in fake.tolist()] == [0.9843, 0.8828, 0.9921, 0.4609, 0.0859,
+                                                     0.1797, 0.3672, 0.5703, 0.3359, 0.2109]
+    q, scale = tensor_quant(x, x.abs().max())
+    assert q.tolist() == [126.0, 113.0, 127.0, 59.0, 11.0, 23.0, 47.0, 73.0, 43.0, 27.0]
+    assert round(float(scale), 4) == 128.0057
+
+
 def test_ties_round_half_to_even():
     # amax = 127: scale 1, codes are round(x) with ties to even
     x = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5])
