@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from .._log import get_logger
+from ..config.explain import plan_settings
 from ..errors import InputError, ModeError
 from ..numerics.fake_quant import channel_view, fake_quantize_affine, fake_quantize_pof2
 from ..numerics.params import QuantParams
@@ -459,7 +460,9 @@ class QatProcessor:
         info = QuantInfo(param={k: merged[k] for k in params},
                          output={k: merged[k] for k in outputs},
                          fast_finetuned=False, bias_corrected=False,
-                         graph_md5=graph_md5(check.graph))
+                         graph_md5=graph_md5(check.graph),
+                         settings=plan_settings(check.config, check.plan),
+                         run_id=check.run_id)
         path = write_quant_info(out, info)
         log.info("=>QAT result written (%s); test with quant_config_file=%s", path, config)
         self._deployable = deployable
