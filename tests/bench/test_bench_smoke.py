@@ -108,3 +108,22 @@ def test_bench_quantizer_smallest(bq):
     text = bq.report({"golden": [g], "resnet50": [r]}, {"golden": {"peak_rss_mib": 1.0}}, [],
                      "test machine", args, 1.0, None)
     assert "Golden protocol" in text and "ResNet-50" in text and "≤ 0.3×" in text
+
+
+def test_bench_qat_quick(tmp_path):
+    """bench/bench_qat.py --quick (issue 23): every row, the deployed model and its exports, on
+    synthetic data; no accuracy or timing asserted."""
+    import json
+    mod = _load("bench_qat")
+    out, doc = tmp_path / "r.json", tmp_path / "r.md"
+    assert mod.main(["--quick", "--models", "resnet20", "--json", str(out),
+                     "--doc", str(doc)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    for key in ("float_top1", "ptq_top1", "ft_top1"):
+        assert 0 <= r[key] <= 100
+    assert r["float_epoch_s"] > 0
+    assert r["qat"]["deployed_equals_trained"] is True
+    assert r["qat"]["exports"] == {"onnx": "ok", "torchscript": "ok"}
+    assert "error" not in r["ao"] and 0 <= r["ao"]["top1"] <= 100
+    text = doc.read_text()
+    assert "our QAT (LSQ" in text and "torch.ao QAT" in text and "Floor" in text
