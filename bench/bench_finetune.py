@@ -13,8 +13,8 @@ Methods: ``none`` (plain calibration), ``adaquant``, ``gptq``, ``adaround`` (the
 ``brevitas_gptq`` (brevitas' FX PTQ + GPTQ: W4A8 per-channel float scale, or 8-bit power-of-two
 per-tensor for the DPU configuration) and ``torchao`` (torch.ao FX: W4A8 fake quant, or the x86
 int8 per-channel default as the reference of the DPU rows). brevitas must be importable (the bench's
-own environment: ``pip install brevitas``, never a dependency of nndct_lite); its rows are skipped
-with a note when it is not.
+own environment: ``pip install brevitas``, never a dependency of nndct_lite); without it its rows
+show the import error and the rest of the run goes on.
 
 Every (model, config, method) runs in its own subprocess on one torch thread. Calibration
 (fast finetune + the calibration pass + export) is timed and given as a ratio to one float
@@ -22,7 +22,10 @@ evaluation of the 10,000 test images, measured in the same process interleaved w
 quantized evaluation (every ``--ref-every``-th batch, scaled to all batches). Results are appended
 to a JSONL file as each run ends, and the Markdown page is rendered from it.
 
-    python bench/bench_finetune.py                       # everything, writes docs/bench_finetune.md
+    python bench/bench_finetune.py --jobs 2              # everything (run it with the bench's own
+                                                         # python, brevitas installed); writes
+                                                         # docs/bench_finetune.md and the issue-24
+                                                         # section of docs/benchmarks.md
     python bench/bench_finetune.py --models resnet20 --runs w4a8:gptq,dpu:none
     python bench/bench_finetune.py --plan resnet20:w4a8:gptq,resnet56:dpu:none
     python bench/bench_finetune.py --render              # only re-render the page from the JSONL
