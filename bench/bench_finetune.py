@@ -205,10 +205,14 @@ def goals(rows: list[dict]) -> list[str]:
         if not cands:
             return f"- {text}: **not run**"
         r = max(cands, key=lambda x: x["top1"])
-        ok = _drop(r) <= limit + 1e-9 and (ratio is None or r["ratio"] <= ratio)
+        acc_ok = _drop(r) <= limit + 1e-9
+        time_ok = ratio is None or r["ratio"] <= ratio
+        verdict = ("met" if acc_ok and time_ok else "missed" if not acc_ok
+                   else f"missed on time, accuracy met (load average {r.get('load_after', 0):.1f} "
+                        "when the row ended)")
         extra = f" in {r['ratio']:.2f}× a float evaluation" if ratio is not None else \
             f", {r['ratio']:.2f}×"
-        return (f"- {text}: **{'met' if ok else 'missed'}** ({r['method']}: {r['top1']:.2f} %, "
+        return (f"- {text}: **{verdict}** ({r['method']}: {r['top1']:.2f} %, "
                 f"drop {_drop(r):+.2f} pt{extra}{peers_note(model, config)})")
 
     return [
