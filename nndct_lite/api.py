@@ -276,6 +276,15 @@ class torch_quantizer:  # noqa: N801 - the original's name
         result = s.freeze()
         if result.config.target_device is TargetDevice.DPU and not result.is_pof2:
             bad = [k for k, p in result.params.items() if p.is_set and not p.is_pof2]
+            if not bad and not any(p.is_set for p in result.params.values()) \
+                    and any("datatype float32" in (result.plan.float_reason(name) or "")
+                            for name in result.plan):
+                raise ExportError(
+                    "every layer of this config stays float (datatype float32): nothing runs on "
+                    "the DPU, so there is no XModel to write", where=str(result.config.path),
+                    hint="give the layers the DPU should run datatype 'int' (e.g. a "
+                         "layer_quantize_config rule), or export_onnx_model() / "
+                         "export_torch_script() for a float model")
             what = (f"has float scales ({len(bad)} tensor(s), e.g. {bad[0]})" if bad
                     else "quantizes no tensor")
             raise ExportError(

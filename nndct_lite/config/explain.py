@@ -15,8 +15,8 @@ from .._text import text_table
 from ..state.layout import RESOLVED_CONFIG_FILE
 from ..state.files import ensure_dir
 from .resolve import QuantPlan
-from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, ResolvedSpec,
-                   TensorKind)
+from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, LayerRule, QuantConfig, QuantSpec,
+                   ResolvedSpec, TensorKind)
 
 __all__ = ["explain", "write_resolved_config", "format_explain", "spec_json", "plan_settings",
            "RESOLVED_CONFIG_NAME", "RESOLVED_CONFIG_VERSION"]
@@ -34,9 +34,11 @@ def _plain(value: Any) -> Any:
 
 
 def spec_json(resolved: ResolvedSpec) -> dict:
-    """``{field: {"value": ..., "source": ...}}`` of one resolved spec."""
+    """``{field: {"value": ..., "source": ...}}`` of one resolved spec; a float ``datatype``
+    lists only itself (the integer settings are not used by a cast)."""
+    keys = SPEC_KEYS if resolved.spec.is_int else ("datatype",)
     return {key: {"value": _plain(getattr(resolved.spec, key)), "source": resolved.sources[key]}
-            for key in SPEC_KEYS}
+            for key in keys}
 
 
 def plan_settings(config: QuantConfig, plan: QuantPlan) -> dict[str, Any]:
@@ -123,10 +125,16 @@ def write_resolved_config(path: str | os.PathLike, config: QuantConfig,
     return target
 
 
-_COLUMNS = (("bit_width", "bits"), ("method", "method"), ("round_mode", "round"),
+_COLUMNS = (("datatype", "dtype"), ("bit_width", "bits"), ("method", "method"), ("round_mode", "round"),
             ("scale_type", "scale"), ("symmetry", "sym"), ("per_channel", "per_ch"),
             ("signed", "signed"), ("narrow_range", "narrow"),
             ("calib_statistic_method", "stat"), ("percentage", "pct"))
+
+
+def _cells(spec: QuantSpec) -> list[str]:
+    """A spec's table cells; a float datatype shows only itself (the rest is not used)."""
+    return [_cell(getattr(spec, f)) if spec.is_int or f == "datatype" else "-"
+            for f, _ in _COLUMNS]
 
 
 def _cell(value: Any) -> str:
@@ -160,7 +168,7 @@ def format_explain(config: QuantConfig, plan: QuantPlan | None = None) -> str:
     for key in (*SWITCH_KEYS, "onnx_opset_version", "fast_finetune_method"):
         lines.append(f"{key}: {_cell(getattr(config, key))} ({config.sources.get(key, 'default')})")
     header = ["tensor"] + [h for _, h in _COLUMNS] + ["from"]
-    rows = [header] + [[k.value] + [_cell(getattr(s.spec, f)) for f, _ in _COLUMNS] + [_origin(s)]
+    rows = [header] + [[k.value] + _cells(s.spec) + [_origin(s)]
                        for k, s in config.global_specs.items()]
     lines += ["", "global settings:"] + _table(rows)
     if config.layer_rules:
@@ -181,7 +189,7 @@ def format_explain(config: QuantConfig, plan: QuantPlan | None = None) -> str:
                 if kind in specs:
                     s = specs[kind]
                     rows.append([name, node.layer_type, _SLOT[kind]]
-                                + [_cell(getattr(s.spec, f)) for f, _ in _COLUMNS] + [_origin(s)])
+                                + _cells(s.spec) + [_origin(s)])
         lines += ["", "per node:"] + _table(rows)
     warnings = list(config.warnings) + (list(plan.warnings) if plan else [])
     if warnings:

@@ -24,8 +24,8 @@ from .jsonfile import json_pointer_escape as _esc
 from .jsonfile import read_json
 from .jsonfile import show_value as _show
 from .rules import SpecState, check_spec, dpu_round, dpu_bias_matches_activation
-from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, DPU_ACT_SPEC, FinetuneMethod, LayerRule,
-                   QuantConfig, QuantSpec, TargetDevice, TensorKind)
+from .spec import (KIND_ORDER, SPEC_KEYS, SWITCH_KEYS, DPU_ACT_SPEC, DataType, FinetuneMethod,
+                   LayerRule, QuantConfig, QuantSpec, TargetDevice, TensorKind)
 
 __all__ = ["load_config", "parse_config", "default_config", "config_schema", "SCHEMA_PATH"]
 
@@ -46,15 +46,16 @@ _SPELLINGS: dict[str, dict[str, str]] = {
 
 # why a number outside its range cannot work
 _RANGE_REASONS = {
-    "bit_width": "0 bits hold no code and 1 bit only [-1, 0] (no positive value); above 16 bits "
-                 "the DPU/XIR fix ops and nndct_lite's integer arithmetic cannot represent the codes",
+    "bit_width": "0 bits hold no code and 1 bit only [-1, 0] (no positive value); above 32 bits "
+                 "no integer kernel holds the codes (17 to 31 bits: see the bit_width entry of "
+                 "docs/config.md)",
     "percentage": "a percentile must keep a positive share of the values and at most all of them",
     "onnx_opset_version": "torch.onnx exports opset 7 and newer",
 }
 
 # keys that users put at the wrong level -> where they belong
 _ELSEWHERE = {k: "inside overall_quantize_config or tensor_quantize_config.<kind>"
-              for k in SPEC_KEYS + ("datatype",)}
+              for k in SPEC_KEYS}
 _ELSEWHERE.update({k: "at the top level of the file" for k in SWITCH_KEYS})
 _ELSEWHERE.update({"layer_type": "inside an entry of layer_quantize_config",
                    "layer_name": "inside an entry of layer_quantize_config"})
@@ -292,12 +293,18 @@ class _Builder:
 
     def build(self) -> QuantConfig:
         data = self.data
-        self._check_datatypes(data, "")
-        for i, entry in enumerate(data.get("layer_quantize_config", [])):
-            self._check_datatypes(entry, f"/layer_quantize_config/{i}")
         top_kinds = frozenset(TensorKind(k) for k in data.get("quantizable_data_type",
                                                                 [k.value for k in TensorKind]))
         glob = {k: self._global_state(k, top_kinds) for k in KIND_ORDER}
+        left = [k.value for k in KIND_ORDER if k not in top_kinds
+                and glob[k].values["datatype"] is DataType.INT]
+        if left:   # UG1414 readers expect an unlisted kind to stay float; say what happens
+            self.warnings.append(
+                f"{self.label}, at /quantizable_data_type: {', '.join(left)} not listed, so "
+                f"overall_quantize_config does not apply to {'it' if len(left) == 1 else 'them'}"
+                f", but {'it is' if len(left) == 1 else 'they are'} still quantized with the "
+                f"built-in defaults (as in vai_q_pytorch 2.5); to leave a kind unquantized, set "
+                f"tensor_quantize_config.<kind>.datatype to \"float32\"")
         dpu_bias_matches_activation(glob, self.device, "global settings", self.where)
         rules = tuple(self._rule(i, e, glob)
                       for i, e in enumerate(data.get("layer_quantize_config", [])))
@@ -314,24 +321,10 @@ class _Builder:
                            layer_rules=rules, quantizable_data_type=top_kinds,
                            sources=sources, warnings=tuple(self.warnings))
 
-    def _check_datatypes(self, level: dict, pointer: str) -> None:
-        blocks = [("/overall_quantize_config", level.get("overall_quantize_config", {}))]
-        blocks += [(f"/tensor_quantize_config/{k}", v)
-                   for k, v in level.get("tensor_quantize_config", {}).items()]
-        for sub, params in blocks:
-            value = params.get("datatype", "int")
-            if value != "int":
-                raise ConfigError(
-                    f"datatype {value!r} is not supported: nndct_lite quantizes to integers only "
-                    f"(vai_q_pytorch's bfloat16/float16/float32 cast modes are not implemented)",
-                    where=self.where(f"{pointer}{sub}/datatype"),
-                    hint="allowed: 'int'; remove the key or set it to \"int\"")
-
     def _apply(self, state: SpecState, kind: TensorKind, params: Mapping | None, source: str,
                pointer: str) -> None:
         for key, value in (params or {}).items():
-            if key != "datatype":
-                state.set(key, value, source, f"{pointer}/{key}")
+            state.set(key, value, source, f"{pointer}/{key}")
 
     def _finish(self, kind: TensorKind, state: SpecState, context: str) -> SpecState:
         note = dpu_round(kind, state, self.device)

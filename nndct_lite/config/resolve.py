@@ -30,9 +30,10 @@ from .._log import get_logger
 from ..errors import ConfigError
 from ..numerics.rounding import RoundMode
 from .rules import HARDWARE_SOURCE
-from .spec import KIND_ORDER, LayerRule, QuantConfig, ResolvedSpec, TensorKind
+from .spec import KIND_ORDER, DataType, LayerRule, QuantConfig, ResolvedSpec, TensorKind
 
-__all__ = ["NodeInfo", "NodePlan", "QuantPlan", "resolve", "type_matches", "TYPE_ALIASES"]
+__all__ = ["NodeInfo", "NodePlan", "QuantPlan", "resolve", "log_plan_warnings", "type_matches",
+           "TYPE_ALIASES"]
 
 _LOG = get_logger("config")
 
@@ -140,12 +141,18 @@ def type_matches(rule_type: str, node_type: str) -> bool:
     return have == want or have in TYPE_ALIASES.get(want, ())
 
 
-def resolve(config: QuantConfig, nodes: Sequence[NodeInfo]) -> QuantPlan:
-    """Resolve ``config`` for ``nodes`` (in topological order); logs the plan's warnings once."""
+def resolve(config: QuantConfig, nodes: Sequence[NodeInfo], *, quiet: bool = False) -> QuantPlan:
+    """Resolve ``config`` for ``nodes`` (in topological order); logs the plan's warnings once
+    (``quiet``: the caller logs them with ``log_plan_warnings`` for the plan it keeps)."""
     plan = _Resolver(config, nodes).run()
+    if not quiet:
+        log_plan_warnings(plan)
+    return plan
+
+
+def log_plan_warnings(plan: QuantPlan) -> None:
     for message in plan.warnings:
         _LOG.warning(message)
-    return plan
 
 
 class _Resolver:
@@ -326,7 +333,7 @@ class _Resolver:
             chosen = act if generic else own
             values[key], sources[key] = getattr(chosen.spec, key), chosen.sources[key]
         spec = act.spec.with_(**values)
-        if self.config.is_dpu and spec.round_mode is not RoundMode.HALF_UP:
+        if self.config.is_dpu and spec.is_int and spec.round_mode is not RoundMode.HALF_UP:
             spec = spec.with_(round_mode=RoundMode.HALF_UP)
             sources["round_mode"] = HARDWARE_SOURCE
         return ResolvedSpec(spec, sources)
@@ -343,7 +350,7 @@ class _Resolver:
         if end is None:
             return
         act = self._group_activation(end)
-        if act.spec.bit_width == bias.spec.bit_width:
+        if act.spec.bit_width == bias.spec.bit_width or not (act.spec.is_int and bias.spec.is_int):
             return
         b_src, a_src = bias.sources["bit_width"], act.sources["bit_width"]
         rules = {r.label: r for r in self.config.layer_rules}
@@ -366,6 +373,9 @@ class _Resolver:
             if not missing or (not rule.kinds_given and done):
                 continue  # without quantizable_data_type, kinds a node lacks are fine
             floated = [h for h in hits if self.by_name[h].float_reason]
+            if len(floated) == len(hits) and any(
+                    s.spec.datatype is DataType.FLOAT32 for s in rule.specs.values()):
+                continue  # the rule's datatype float32 kept its nodes float: it did its job
             why = (f"; {len(floated)} of its {len(hits)} matched node(s) stay float "
                    f"({self.by_name[floated[0]].float_reason})") if floated else ""
             self.warnings.append(

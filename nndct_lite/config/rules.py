@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..numerics.rounding import RoundMode
-from .spec import (SPEC_KEYS, CalibMethod, QuantSpec, ResolvedSpec, ScaleType, StatMethod,
-                   TargetDevice, TensorKind)
+from .spec import (SPEC_KEYS, CalibMethod, DataType, QuantSpec, ResolvedSpec, ScaleType,
+                   StatMethod, TargetDevice, TensorKind)
 
 __all__ = ["SpecState", "check_spec", "dpu_round", "dpu_bias_matches_activation", "DPU_ROUNDING",
            "HARDWARE_SOURCE"]
@@ -25,7 +25,7 @@ DPU_ROUNDING = {TensorKind.INPUT: RoundMode.HALF_UP, TensorKind.ACTIVATION: Roun
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "bit_width": int, "method": CalibMethod, "round_mode": RoundMode, "scale_type": ScaleType,
     "calib_statistic_method": StatMethod, "percentage": float, "symmetry": bool,
-    "per_channel": bool, "signed": bool, "narrow_range": bool,
+    "per_channel": bool, "signed": bool, "narrow_range": bool, "datatype": DataType,
 }
 
 _ACT_LIKE = (TensorKind.ACTIVATION, TensorKind.INPUT)
@@ -94,6 +94,15 @@ def check_spec(kind: TensorKind, state: SpecState, device: TargetDevice, context
     """Raise ``ConfigError`` when the settings of ``kind`` cannot work on ``device``."""
     v = state.values
     ctx = f"{context}, {kind.value}"
+    if v["datatype"] is not DataType.INT:      # a float cast: the integer settings are not used
+        if device is TargetDevice.DPU and v["datatype"] is not DataType.FLOAT32:
+            raise _fail(state, ("datatype",),
+                        f"{ctx}: {_said(state, 'datatype')} is not possible on target_device "
+                        f"'DPU': the DPU computes with integers; a tensor left float32 runs its "
+                        f"layer on the CPU", "allowed on the DPU: datatype 'int' or 'float32'; "
+                        "bfloat16/float16 need target_device 'CPU' or 'GPU'", where)
+        return
+    _check_bit_width(kind, state, device, ctx, where)
     if device is TargetDevice.DPU:
         _check_dpu(kind, state, ctx, where)
         return
@@ -156,6 +165,22 @@ def check_spec(kind: TensorKind, state: SpecState, device: TargetDevice, context
                     "(max, mean and median combine float scales)", where)
 
 
+def _check_bit_width(kind: TensorKind, state: SpecState, device: TargetDevice, ctx: str,
+                     where: Where) -> None:
+    """2 to 16 bits; 32 only for a float-scale bias (the int32 bias of integer GPU/CPU kernels)."""
+    bw = state.values["bit_width"]
+    if bw <= 16:
+        return
+    if bw == 32 and kind is TensorKind.BIAS and device is not TargetDevice.DPU \
+            and state.values["scale_type"] is ScaleType.FLOAT:
+        return
+    raise _fail(state, ("bit_width",),
+                f"{ctx}: {_said(state, 'bit_width')}: above 16 bits only a 32-bit bias with "
+                f"scale_type 'float' on target_device 'CPU'/'GPU' is supported (the int32 bias "
+                f"of integer kernels)", "allowed: bit_width 2 to 16, or 32 for a float-scale "
+                "bias", where)
+
+
 _DPU_FORBIDDEN = (
     ("scale_type", ScaleType.FLOAT, "the DPU computes with power-of-two scales (fix positions)",
      "allowed on the DPU: scale_type 'poweroftwo'; float scales need target_device 'CPU' or 'GPU'"),
@@ -190,8 +215,8 @@ def dpu_bias_matches_activation(glob: dict, device: TargetDevice, context: str,
         return
     bias, act = glob[TensorKind.BIAS], glob[TensorKind.ACTIVATION]
     b, a = bias.values["bit_width"], act.values["bit_width"]
-    if a == b:
-        return
+    if a == b or DataType.FLOAT32 in (bias.values["datatype"], act.values["datatype"]):
+        return      # a float32 tensor keeps its layer on the CPU: no DPU bias rule
     raise ConfigError(
         f"{context}: bias bit_width {b} differs from activation bit_width {a}: the DPU needs the "
         f"bias and the output of a layer at the same bit width",

@@ -61,7 +61,18 @@ class TensorKind(enum.Enum):
 
 
 class DataType(enum.Enum):
-    INT = "int"
+    """What a tensor becomes (``datatype``): integer codes, or a float type it is rounded to."""
+    INT = "int"              #: quantized to integers with the other settings
+    BFLOAT16 = "bfloat16"    #: rounded to bfloat16 and back (CPU/GPU targets)
+    FLOAT16 = "float16"      #: rounded to float16 and back (CPU/GPU targets)
+    FLOAT32 = "float32"      #: left as it is: not quantized
+
+    @property
+    def torch_dtype(self):
+        """The float type a cast rounds through (None for ``int``)."""
+        import torch
+        return {DataType.BFLOAT16: torch.bfloat16, DataType.FLOAT16: torch.float16,
+                DataType.FLOAT32: torch.float32}.get(self)
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,12 @@ class QuantSpec:
     scale_type: ScaleType = ScaleType.POWER_OF_TWO
     calib_statistic_method: StatMethod = StatMethod.MODAL
     percentage: float = 99.99
+    datatype: DataType = DataType.INT
+
+    @property
+    def is_int(self) -> bool:
+        """Integer quantization (``datatype`` int); otherwise a float cast and no calibration."""
+        return self.datatype is DataType.INT
 
     @property
     def int_range(self) -> IntRange:

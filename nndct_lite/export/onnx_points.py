@@ -10,6 +10,12 @@ Encoding of one point (vai_q_pytorch.md 3.3, docs/exports.md):
   for signed ranges within [-128, 127], uint8 for unsigned ranges within [0, 255], and, for
   9..16-bit tensors, int16 / uint16, which need opset 21 (chosen automatically when no opset was
   asked for; an explicit opset below 21 is an ExportError);
+- a 32-bit bias (float scale, CPU/GPU) is written as its test-mode values, a float constant:
+  ONNX has no int32 QuantizeLinear, and its int32-bias form (DequantizeLinear of int32 codes)
+  means scale = input scale x weight scale to onnxruntime's fused kernels, which a calibrated
+  bias scale is not (onnxruntime then computes wrong outputs);
+- at opset 21 and later, signed 8-bit points are written as uint8 with the zero point + 128 (the
+  same values; onnxruntime's default optimizations reject int8 Q/DQ there);
 - a range narrower than its type's (2..7 bits, narrow range, e.g. [-8, 7] or [-127, 127]) adds a
   ``Clip`` (per-channel: ``Min``/``Max``) after the DequantizeLinear, so the values are exactly
   the test-mode ones;
@@ -73,8 +79,9 @@ def _zero_point(g, zp: np.ndarray):
 def uint16_zero_points(proto) -> None:
     """Retype the int32 zero-point constants of the Q/DQ nodes (see ``_zero_point``) to uint16."""
     from onnx import TensorProto, numpy_helper
+    # a uint16 point's zero point feeds its QuantizeLinear (and the paired DequantizeLinear)
     feeds = {n.input[2] for n in proto.graph.node
-             if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2}
+             if n.op_type == "QuantizeLinear" and len(n.input) > 2}
     for node in proto.graph.node:
         if node.op_type != "Constant" or node.output[0] not in feeds:
             continue
@@ -101,6 +108,8 @@ class Point:
     ndim: int | None = None
 
     def emit(self, g, x):
+        if self.container[0] == "int32":   # a 32-bit bias: its test-mode values (see _INT32)
+            return g.op("Constant", value_t=self.const)
         src = g.op("Constant", value_t=self.const) if self.const is not None else x
         if self.const is None:
             src = self._pre_round(g, src)
@@ -254,6 +263,8 @@ def plan_point(q: FakeQuantizer, p: QuantParams | None, opset: int) -> Point:
         raise ExportError(f"scale of {q.key} is not a positive finite float32 ({p.scale})",
                           where=f"quantizer {q.key}",
                           hint="re-run calibration; a constant-zero tensor gets a tiny scale")
+    if spec.bit_width > 16:
+        return _int32_point(q, p, spec, scale, zp, axis)
     zmin, zmax = int(zp.min()), int(zp.max())
     wanted = ("uint8", "uint16") if r.qmin >= 0 else ("int8", "int16")
     fits = [c for c in _CONTAINERS if c[0] in wanted and c[3] <= min(r.qmin, zmin)
@@ -281,6 +292,28 @@ def plan_point(q: FakeQuantizer, p: QuantParams | None, opset: int) -> Point:
         lo = ((np.float32(r.qmin) - zp.astype(np.float32)) * scale).astype(np.float32)
         hi = ((np.float32(r.qmax) - zp.astype(np.float32)) * scale).astype(np.float32)
         clip = (lo, hi)
+    if container[0] == "int8" and opset >= INT16_OPSET:
+        # onnxruntime (seen up to 1.32) cannot load int8 Q/DQ at opset 21 with its default
+        # optimizations (its int8->uint8 rewrite meets the opset-21 output_dtype attribute,
+        # microsoft/onnxruntime#25526): write the same codes shifted by 128 as uint8, which
+        # dequantize to the same values ((q + 128) - (z + 128)) * s
+        container, zp = _CONTAINERS[0], zp + 128
     return Point(key=q.key, params=p, spec=spec, is_param=q.role is Role.PARAM, scale=scale,
                   zero_point=zp.astype(container[2]), axis=axis, container=container,
                   clip=clip)
+
+
+_INT32 = ("int32", torch.int32, np.int32, -(2 ** 31), 2 ** 31 - 1, MIN_OPSET)
+
+
+def _int32_point(q: FakeQuantizer, p: QuantParams, spec: QuantSpec, scale: np.ndarray,
+                 zp: np.ndarray, axis: int | None) -> Point:
+    """A 32-bit bias: written as the constant of its test-mode values (see the module
+    docstring); only symmetric float-scale parameters are 32-bit."""
+    if q.role is not Role.PARAM or p.fix_pos is not None or not spec.symmetry or np.any(zp != 0):
+        raise ExportError(f"{q.key} is a {spec.bit_width}-bit tensor: ONNX writes 32-bit values "
+                          "only as a symmetric float-scale parameter (an int32 bias)",
+                          where=f"quantizer {q.key}",
+                          hint="quantize it with 16 bits or fewer, or make it a symmetric bias")
+    return Point(key=q.key, params=p, spec=spec, is_param=True, scale=scale,
+                 zero_point=zp.astype(np.int32), axis=axis, container=_INT32, clip=None)

@@ -43,8 +43,8 @@ def int_range(bit_width: int, signed: bool = True, narrow_range: bool = False,
     >>> int_range(4, signed=False)
     IntRange(qmin=0, qmax=15)
     """
-    if not 2 <= bit_width <= 16:
-        raise ValueError(f"bit width must be in 2..16, got {bit_width}")
+    if not 2 <= bit_width <= 32:
+        raise ValueError(f"bit width must be in 2..32, got {bit_width}")
     if signed and symmetric:
         lo = -(1 << (bit_width - 1))
         return IntRange(lo + (1 if narrow_range else 0), (1 << (bit_width - 1)) - 1)

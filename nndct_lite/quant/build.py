@@ -28,7 +28,7 @@ from .modules import Opaque, QuantOp
 from .placement import Placement
 
 __all__ = ["write_and_import", "load_generated", "build_quant_model", "set_mode", "quantizers",
-           "layer_of"]
+           "cast_quantizers", "layer_of"]
 
 SpecOf = Callable[[Node, TensorKind], QuantSpec]
 
@@ -167,7 +167,10 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
         assert isinstance(mod, QuantOp)     # codegen writes nndct_lite.nn layers only
         mod.node_name = node.name
         _load_params(mod, node)
-        keep_output = _approximations(mod, node) if dpu_approx else True
+        in_float_group = node in placement.float_heads or \
+            placement.group_of.get(node) in placement.float_heads
+        # a group kept float runs on the CPU: no DPU approximation there
+        keep_output = _approximations(mod, node) if dpu_approx and not in_float_group else True
         if placement.is_carrier(node) and keep_output:
             role = Role.MODEL_INPUT if node.kind is OpKind.INPUT else Role.ACTIVATION
             mod.out_q = FakeQuantizer(node.name, spec_of(node, TensorKind.ACTIVATION), role,
@@ -183,7 +186,7 @@ def build_quant_model(cls: type, graph: Graph, placement: Placement, spec_of: Sp
                 bs = spec_of(node, TensorKind.BIAS)
                 mod.bias_q = FakeQuantizer(prefix + node.param_names["bias"], bs, Role.PARAM,
                                            0 if bs.per_channel else None, target)
-                if bias_correction:
+                if bias_correction and ws.is_int and bs.is_int:
                     mod.bias_corrector = BiasCorrector()
     return model.to(device)
 
@@ -198,5 +201,11 @@ def set_mode(model: nn.Module, mode: QuantMode) -> None:
 
 
 def quantizers(model: nn.Module) -> dict[str, FakeQuantizer]:
-    """Every FakeQuantizer by key, in module order."""
-    return {m.key: m for m in model.modules() if isinstance(m, FakeQuantizer)}
+    """Every integer FakeQuantizer by key, in module order (the ones calibration sets)."""
+    return {m.key: m for m in model.modules() if isinstance(m, FakeQuantizer) and m.cast is None}
+
+
+def cast_quantizers(model: nn.Module) -> dict[str, FakeQuantizer]:
+    """The quantization points a float ``datatype`` turned into casts, by key."""
+    return {m.key: m for m in model.modules()
+            if isinstance(m, FakeQuantizer) and m.cast is not None}

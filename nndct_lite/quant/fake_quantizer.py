@@ -54,10 +54,14 @@ class FakeQuantizer(nn.Module):
         self.inplace = False
         self.relu_fused = False
         self.scratch: Scratch | None = None   # the model's shared observer work buffer
+        # ``datatype`` bfloat16 / float16 / float32: a round trip through that float type (an
+        # identity for float32) instead of integer codes; never calibrated, no params
+        self.cast: torch.dtype | None = None if spec.is_int else spec.datatype.torch_dtype
 
     def set_mode(self, mode: QuantMode) -> None:
         self.mode = mode
-        if mode is QuantMode.CALIB and self.observer is None and not self.keep_params:
+        if mode is QuantMode.CALIB and self.observer is None and not self.keep_params \
+                and self.cast is None:
             obs = make_observer(self.spec, role=self.role, axis=self.axis,
                                 target=self.target, name=self.key)
             obs.scratch = self.scratch
@@ -81,6 +85,8 @@ class FakeQuantizer(nn.Module):
                 or not x.is_floating_point() or x.numel() == 0:
             return x
         calib = self.mode is QuantMode.CALIB
+        if self.cast is not None:
+            return self._cast(x, self.relu_fused and not calib)
         if calib:
             self.observe(x)
         p = self.params
@@ -95,7 +101,17 @@ class FakeQuantizer(nn.Module):
             x = torch.relu(x)
         return apply_params(x, p, self.spec)
 
+    def _cast(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        if fused:
+            x = torch.relu(x)
+        cast = self.cast
+        if cast is None or cast == x.dtype:
+            return x
+        return x.to(cast).to(x.dtype)
+
     def extra_repr(self) -> str:
+        if self.cast is not None:
+            return f"{self.key!r}, mode={self.mode.value}, datatype={self.spec.datatype.value}"
         return f"{self.key!r}, mode={self.mode.value}, params={self.params}"
 
 

@@ -16,7 +16,7 @@ from ..errors import QuantInfoError
 from ..graph.ir import Graph
 from ..graph.ops import CONV_LIKE
 from ..numerics.params import QuantParams
-from ..quant.build import layer_of, quantizers
+from ..quant.build import cast_quantizers, layer_of, quantizers
 from ..quant.fake_quantizer import FakeQuantizer
 from ..state.files import safe_torch_load
 from ..state.layout import BIAS_CORR_FILE, PARAM_FILE, QUANT_INFO_FILE
@@ -90,6 +90,15 @@ class TestModeLoading:
                                  "structure (graph_md5 differs)", where=str(path),
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                                  hint="re-run calibration with this model")
+        for key, q in cast_quantizers(self.model).items():
+            got = info.dtype.get("param" if q.role.name == "PARAM" else "output", {}).get(key)
+            if got != q.spec.datatype.value:
+                said = f"datatype {got}" if got else "an integer entry or none"
+                raise QuantInfoError(
+                    f"{key} has {said} in quant_info.json but datatype "
+                    f"{q.spec.datatype.value} in the current config", where=f"{path}, node {key}",
+                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                    hint="use the same quant_config_file for calib and test")
         if info.run_id and info.run_id != self.run_id:
             raise QuantInfoError(
                 f"quant_info.json belongs to run {info.run_id}; this model and config make run "

@@ -20,8 +20,8 @@ from .._log import get_logger
 from ..algorithms.cle import cross_layer_equalize
 from ..config import explain, load_config, resolve
 from ..config.explain import plan_settings
-from ..config.resolve import NodeInfo, QuantPlan
-from ..config.spec import QuantConfig, QuantSpec, TargetDevice, TensorKind
+from ..config.resolve import NodeInfo, QuantPlan, log_plan_warnings
+from ..config.spec import DataType, QuantConfig, QuantSpec, TargetDevice, TensorKind
 from ..graph.capture import capture
 from ..graph.ir import Graph, Node
 from ..graph.layer_type import layer_type_of
@@ -42,17 +42,37 @@ __all__ = ["prepare"]
 log = get_logger("quant")
 
 
-def _float_nodes(graph: Graph, config: QuantConfig) -> frozenset[Node]:
-    nodes: set[Node] = set()
+def _float_nodes(graph: Graph, config: QuantConfig) -> dict[Node, str]:
+    """Nodes the switches keep float (with their quantization group), with the reason."""
+    nodes: dict[Node, str] = {}
     compute = [n for n in graph.nodes if n.kind in CONV_LIKE]
-    if getattr(config, "keep_first_last_layer_accuracy", False) and compute:
-        nodes.update({compute[0], compute[-1]})
-    if getattr(config, "keep_add_layer_accuracy", False):
-        nodes.update(n for n in graph.nodes if n.kind is OpKind.ADD)
-    return frozenset(nodes)
+    if config.keep_first_last_layer_accuracy and compute:
+        for n in (compute[0], compute[-1]):
+            nodes[n] = "kept float by keep_first_last_layer_accuracy"
+    if config.keep_add_layer_accuracy:
+        nodes.update((n, "kept float by keep_add_layer_accuracy") for n in graph.nodes
+                     if n.kind is OpKind.ADD)
+    return nodes
 
 
-def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
+def _float32_nodes(graph: Graph, plan: QuantPlan) -> dict[Node, str]:
+    """DPU target: nodes with a ``datatype: float32`` tensor. The DPU has no float tensors, so
+    such a node stays float as a whole (with its quantization group) and runs on the CPU."""
+    by_name = {n.name: n for n in graph.nodes}
+    out = {}
+    for name in plan:
+        kinds = [k.value for k, s in plan.specs(name).items()
+                 if s.spec.datatype is DataType.FLOAT32]
+        if kinds:
+            out[by_name[name]] = (f"datatype float32 ({', '.join(kinds)}): on the DPU target the "
+                                  "layer stays float and runs on the CPU")
+    return out
+
+
+def _node_infos(graph: Graph, placement: Placement,
+                reasons: dict[Node, str] | None = None) -> list[NodeInfo]:
+    reasons = reasons or {}
+    by_head = {placement.group_of.get(n, n): r for n, r in reasons.items()}
     infos = []
     for n in graph.nodes:
         kinds = set()
@@ -67,7 +87,8 @@ def _node_infos(graph: Graph, placement: Placement) -> list[NodeInfo]:
         carrier = placement.output_quantizer_of(n) if n.is_tensor else None
         reason = None
         if n in placement.float_heads or placement.group_of.get(n) in placement.float_heads:
-            reason = "kept float by keep_first_last_layer_accuracy / keep_add_layer_accuracy"
+            reason = reasons.get(n) or by_head.get(placement.group_of.get(n, n)) or \
+                "kept float with its quantization group"
         elif n.kind is OpKind.OTHER:
             reason = "not supported by the DPU: runs in float"
         infos.append(NodeInfo(name=n.name, layer_type=layer_type_of(n), kinds=frozenset(kinds),
@@ -130,10 +151,24 @@ def prepare(module: nn.Module, example: tuple[Any, ...], *, mode: QuantMode, out
     rewrites["batchnorm_folded"] = fold_batchnorm(graph)
     if config.include_cle:
         rewrites["cross_layer_equalization_pairs"] = [list(p) for p in cross_layer_equalize(graph)]
-    placement = place_quantizers(graph, float_nodes=_float_nodes(graph, config))
+    kept = _float_nodes(graph, config)
+    placement = place_quantizers(graph, float_nodes=frozenset(kept))
+    plan = resolve(config, _node_infos(graph, placement, kept), quiet=True)
+    added = 0
+    while config.is_dpu:      # a new placement can give nodes new tensors: until none is added
+        more = {n: r for n, r in _float32_nodes(graph, plan).items() if n not in kept}
+        if not more:
+            break
+        kept.update(more)
+        added += len(more)
+        placement = place_quantizers(graph, float_nodes=frozenset(kept))
+        plan = resolve(config, _node_infos(graph, placement, kept), quiet=True)
+    log_plan_warnings(plan)
+    if added:
+        log.info("%d node(s) with datatype float32 stay float on the CPU (resolved_config.json "
+                 "kept_float_by_config)", added)
     if placement.float_ops:
         _log_float_ops(placement.float_ops)
-    plan = resolve(config, _node_infos(graph, placement))
     rid = run_id(graph_md5(graph), plan_settings(config, plan))
 
     def spec_of(node: Node, kind: TensorKind) -> QuantSpec:

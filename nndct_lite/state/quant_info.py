@@ -58,6 +58,8 @@ class QuantInfo:
     #: what the calibration ran with (``config.explain.plan_settings``); empty in older files
     settings: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""            #: ``run_id(graph_md5, settings)``; resolved_config/report carry it
+    #: tensors with a float ``datatype`` (casts, no entry above): section -> key -> datatype
+    dtype: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _entry(p: QuantParams | None, bw: int) -> list[Any]:
@@ -178,6 +180,9 @@ def write_quant_info(output_dir: str | Path, info: QuantInfo) -> Path:
         doc["bias_corr_sha256"] = info.bias_corr_sha256
     if info.param_sha256:
         doc["param_sha256"] = info.param_sha256
+    if any(info.dtype.values()):   # as vai_q_pytorch 3.5: one datatype per tensor, in a list
+        doc["dtype"] = {s: {k: [v] for k, v in info.dtype.get(s, {}).items()}
+                        for s in ("param", "output", "input")}
     if info.run_id:
         doc["run_id"] = info.run_id
     if info.settings:
@@ -216,7 +221,8 @@ def read_quant_info(output_dir: str | Path, graph: Graph) -> QuantInfo:
                      version=_text(doc, "version", path), graph_md5=_text(doc, "graph_md5", path),
                      bias_corr_sha256=_text(doc, "bias_corr_sha256", path),
                      param_sha256=_text(doc, "param_sha256", path),
-                     settings=_settings(doc, path), run_id=_text(doc, "run_id", path))
+                     settings=_settings(doc, path), run_id=_text(doc, "run_id", path),
+                     dtype=_dtypes(doc, path))
     info.param = {k: _params(_first(v, f"{path}: /param/{k}"), f"{path}: /param/{k}")
                   for k, v in doc.get("param", {}).items()}
     for section in ("output", "input"):
@@ -259,3 +265,27 @@ def _settings(doc: dict, path: Path) -> dict[str, Any]:
         raise QuantInfoError("settings must be {target_device, table: [objects], nodes: {node: "
                              "{kind: table index}}}", where=where, hint=_HINT)
     return value
+
+
+_DTYPES = ("int", "bfloat16", "float16", "float32")
+
+
+def _dtypes(doc: dict, path: Path) -> dict[str, dict[str, str]]:
+    """The ``dtype`` section: ``{param|output|input: {key: [datatype]}}``."""
+    value = doc.get("dtype", {})
+    out: dict[str, dict[str, str]] = {}
+    if not isinstance(value, dict):
+        raise QuantInfoError("dtype must be an object {param, output, input}",
+                             where=f"{path}: /dtype", hint=_HINT)
+    for section, entries in value.items():
+        where = f"{path}: /dtype/{section}"
+        if section not in ("param", "output", "input") or not isinstance(entries, dict):
+            raise QuantInfoError("dtype sections are param, output and input objects",
+                                 where=where, hint=_HINT)
+        for key, v in entries.items():
+            if not (isinstance(v, list) and len(v) >= 1 and v[0] in _DTYPES):
+                raise QuantInfoError(f"datatype of {key} must be a list like [\"bfloat16\"] "
+                                     f"with one of {', '.join(_DTYPES)}, got {_short(v)}",
+                                     where=f"{where}/{key}", hint=_HINT)
+            out.setdefault(section, {})[key] = v[0]
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from config_helpers import LINEAR, resnet20_nodes
-from nndct_lite.config import (KIND_ORDER, CalibMethod, RoundMode,
+from nndct_lite.config import (KIND_ORDER, CalibMethod, DataType, RoundMode,
                                ScaleType, StatMethod, TargetDevice, TensorKind, parse_config,
                                resolve)
 from nndct_lite.config.spec import SPEC_KEYS, SWITCH_KEYS
@@ -51,6 +51,9 @@ SPEC_CASES = [
      "overall_quantize_config"),
     ("percentage", {"overall_quantize_config": {"method": "percentile", "percentage": 99.5}}, act,
      99.5, "overall_quantize_config"),
+    ("datatype", {"target_device": "CPU", "tensor_quantize_config": {
+        "activation": {"datatype": "bfloat16"}}}, act, DataType.BFLOAT16,
+     "tensor_quantize_config.activation"),
 ]
 
 

@@ -5,8 +5,9 @@ import json
 import logging
 
 import pytest
+import torch
 
-from nndct_lite.config import (CalibMethod, load_config, parse_config,
+from nndct_lite.config import (CalibMethod, DataType, load_config, parse_config,
                                RoundMode, ScaleType, StatMethod, TargetDevice, TensorKind)
 from nndct_lite.errors import ConfigError
 
@@ -158,7 +159,7 @@ SCHEMA_CASES = [
                                 {"layer_type": "Linear", "tensor_quantize_config": {
                                     "weights": {"bit_width": "8"}}}]},
      "/layer_quantize_config/1/tensor_quantize_config/weights/bit_width", '"8"',
-     "an integer from 2 to 16"),
+     "an integer from 2 to 32"),
     ({"overall_quantize_config": {"method": "maxmn"}}, "/overall_quantize_config/method",
      '"maxmn"', "'diffs', 'maxmin', 'percentile', 'entropy', 'mse'"),
     ({"overall_quantize_config": {"round_mode": "half_awayfromzero"}},
@@ -171,13 +172,13 @@ SCHEMA_CASES = [
     ({"overall_quantize_config": {"symmetry": "true"}}, "/overall_quantize_config/symmetry",
      '"true"', "true or false"),
     ({"overall_quantize_config": {"bit_width": True}}, "/overall_quantize_config/bit_width",
-     "true", "an integer from 2 to 16"),
+     "true", "an integer from 2 to 32"),
     ({"overall_quantize_config": {"bit_width": 0}}, "/overall_quantize_config/bit_width", "0",
-     "an integer from 2 to 16"),
+     "an integer from 2 to 32"),
     ({"overall_quantize_config": {"bit_width": 1}}, "/overall_quantize_config/bit_width", "1",
-     "an integer from 2 to 16"),
-    ({"overall_quantize_config": {"bit_width": 17}}, "/overall_quantize_config/bit_width", "17",
-     "an integer from 2 to 16"),
+     "an integer from 2 to 32"),
+    ({"overall_quantize_config": {"bit_width": 33}}, "/overall_quantize_config/bit_width", "33",
+     "an integer from 2 to 32"),
     ({"overall_quantize_config": {"percentage": 0}}, "/overall_quantize_config/percentage", "0",
      "a number in (0, 100]"),
     ({"overall_quantize_config": {"percentage": 100.5}}, "/overall_quantize_config/percentage",
@@ -218,10 +219,28 @@ def test_enum_error_suggests_the_closest_value(write):
     assert "did you mean 'maxmin'" in msg
 
 
-@pytest.mark.parametrize("bad", [0, 1, 17])
+@pytest.mark.parametrize("bad", [0, 1, 33])
 def test_bit_width_range_is_explained(bad):
     msg = err({"overall_quantize_config": {"bit_width": bad}})
-    assert "0 bits hold no code" in msg and "above 16 bits" in msg
+    assert "0 bits hold no code" in msg and "above 32 bits" in msg
+
+
+@pytest.mark.parametrize("data", [
+    {"overall_quantize_config": {"bit_width": 17}},
+    {"target_device": "CPU", "tensor_quantize_config": {"weights": {"bit_width": 32}}},
+    {"tensor_quantize_config": {"bias": {"bit_width": 32}}},                  # DPU
+    {"target_device": "GPU", "tensor_quantize_config": {"bias": {"bit_width": 24}}},
+])
+def test_above_16_bits_only_a_32_bit_float_scale_bias(data):
+    msg = err(data)
+    assert "above 16 bits only a 32-bit bias with scale_type 'float'" in msg
+
+
+def test_32_bit_float_scale_bias_is_accepted():
+    c = parse_config({"target_device": "GPU", "overall_quantize_config": {
+        "scale_type": "float", "method": "maxmin", "calib_statistic_method": "max"},
+        "tensor_quantize_config": {"bias": {"bit_width": 32}}})
+    assert c.spec(B).bit_width == 32 and c.spec(W).bit_width == 8
 
 
 def test_integral_float_bit_width_and_int_percentage_are_accepted():
@@ -255,10 +274,23 @@ def test_unknown_key_suggests(write, data, pointer, suggestion):
 
 # ------------------------------------------------------------------ semantic errors
 
-def test_non_int_datatype_is_rejected():
-    msg = err({"tensor_quantize_config": {"activation": {"datatype": "bfloat16"}}})
-    assert "'bfloat16' is not supported" in msg
-    assert "/tensor_quantize_config/activation/datatype" in msg and "'int'" in msg
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_float_cast_datatype_is_refused_on_the_dpu(dtype):
+    msg = err({"tensor_quantize_config": {"activation": {"datatype": dtype}}})
+    assert f"datatype {dtype!r}" in msg and "not possible on target_device 'DPU'" in msg
+    assert "/tensor_quantize_config/activation/datatype" in msg and "'float32'" in msg
+
+
+def test_float_datatypes_resolve_and_skip_the_integer_checks():
+    # float scale + modal would be an error for an int tensor; a cast does not use them
+    c = parse_config({"target_device": "CPU", "overall_quantize_config": {
+        "datatype": "bfloat16", "scale_type": "float"},
+        "tensor_quantize_config": {"bias": {"datatype": "float16"}}})
+    assert c.spec(A).datatype is DataType.BFLOAT16 and c.spec(B).datatype is DataType.FLOAT16
+    assert not c.spec(A).is_int and c.spec(W).datatype.torch_dtype is torch.bfloat16
+    dpu = parse_config({"overall_quantize_config": {"datatype": "float32"}})
+    assert dpu.spec(W).datatype is DataType.FLOAT32 and dpu.spec(W).datatype.torch_dtype \
+        is torch.float32
 
 
 @pytest.mark.parametrize("entry, word", [
@@ -444,3 +476,14 @@ def test_relu6_replacement_follows_cle_and_warns_on_explicit_false():
     c = parse_config({"include_cle": False, "convert_relu6_to_relu": False})
     assert not c.effective_relu6_to_relu and c.warnings == ()
     assert parse_config({"include_cle": False, "convert_relu6_to_relu": True}).effective_relu6_to_relu
+
+
+def test_unlisted_top_level_kind_is_still_quantized_and_the_warning_says_how_to_stop_it():
+    c = parse_config({"quantizable_data_type": ["weights", "bias"]})
+    assert c.spec(A).is_int and c.spec(I).is_int
+    [w] = c.warnings
+    assert "input, activation not listed" in w and "still quantized" in w
+    assert 'tensor_quantize_config.<kind>.datatype to "float32"' in w
+    c = parse_config({"quantizable_data_type": ["weights", "bias"], "tensor_quantize_config": {
+        "activation": {"datatype": "float32"}, "input": {"datatype": "float32"}}})
+    assert c.warnings == () and c.spec(A).datatype is DataType.FLOAT32

@@ -24,10 +24,15 @@ def test_int_range_table(args, expect):
     assert (r.qmin, r.qmax) == expect
 
 
-@pytest.mark.parametrize("bw", [0, 1, 17, 32])
+@pytest.mark.parametrize("bw", [0, 1, 33])
 def test_int_range_rejects_bit_widths(bw):
     with pytest.raises(ValueError):
         int_range(bw)
+
+
+def test_int_range_32_bits_is_int32():   # the int32 bias of CPU/GPU kernels
+    r = int_range(32)
+    assert (r.qmin, r.qmax) == (-2 ** 31, 2 ** 31 - 1)
 
 
 def test_empty_range_rejected():

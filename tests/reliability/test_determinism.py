@@ -1,7 +1,7 @@
 """Two calibrations of the same model on the same data, in two separate Python processes (other
-hash seeds, other output folders, other working directories), produce byte-identical
-``quant_info.json``, ``<Model>.py``, ``resolved_config.json`` and XModel, and the same
-``bias_corr.pth`` contents. Both the default DPU flow (CLE, bias correction, power-of-two
+hash seeds, other output folders, other working directories, 1 and 2 torch threads), produce
+byte-identical ``quant_info.json``, ``<Model>.py``, ``resolved_config.json``, ``report.json`` and
+XModel, and the same ``bias_corr.pth`` contents. Both the default DPU flow (CLE, bias correction, power-of-two
 ``diffs``) and a CPU float-scale flow with histogram methods are run.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ CPU_CONFIG = {
 CHILD = textwrap.dedent('''
     import json, sys
     import torch, torch.nn as nn, torch.nn.functional as F
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(sys.argv[3]))
     from nndct_lite import torch_quantizer
 
     class Net(nn.Module):
@@ -81,12 +81,13 @@ def two_runs(tmp_path_factory):
     cfg = tmp / "cpu_config.json"
     cfg.write_text(json.dumps(CPU_CONFIG))
     procs, bases = [], []
-    for i, seed in enumerate(("0", "4242")):
+    for i, (seed, threads) in enumerate((("0", "1"), ("4242", "2"))):
         base = tmp / f"process_{i}" / ("a" * (i + 1))
         base.mkdir(parents=True)
-        env = dict(os.environ, PYTHONHASHSEED=seed, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+        env = dict(os.environ, PYTHONHASHSEED=seed, OMP_NUM_THREADS=threads,
+                   MKL_NUM_THREADS=threads,
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(base), str(cfg)],
+        procs.append(subprocess.Popen([sys.executable, str(script), str(base), str(cfg), threads],
                                       cwd=str(base), env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
         bases.append(base)
@@ -105,13 +106,15 @@ def test_same_files_are_written(two_runs, flow):
     a, b = _dirs(two_runs, flow)
     names = sorted(p.name for p in a.iterdir() if p.is_file())
     assert names == sorted(p.name for p in b.iterdir() if p.is_file())
-    expected = {"quant_info.json", "Net.py", "resolved_config.json", "bias_corr.pth"}
+    expected = {"quant_info.json", "Net.py", "resolved_config.json", "bias_corr.pth",
+                "report.json", "report.md"}
     if flow == "dpu":
         expected.add("Net_int.xmodel")
     assert expected <= set(names), names
 
 
-@pytest.mark.parametrize("name", ["quant_info.json", "Net.py", "resolved_config.json"])
+@pytest.mark.parametrize("name", ["quant_info.json", "Net.py", "resolved_config.json",
+                                  "report.json", "report.md"])
 @pytest.mark.parametrize("flow", ["dpu", "cpu"])
 def test_text_results_are_byte_identical(two_runs, flow, name):
     a, b = _dirs(two_runs, flow)
