@@ -83,21 +83,22 @@ def _cmd_show_quant_info(args: argparse.Namespace) -> int:
     for section, entries in (("param", info.param), ("output", info.output),
                              ("input", info.input)):
         for key, p in entries.items():
-            if section == "param":
-                kind = "bias" if key.rsplit(".", 1)[-1].startswith("bias") else "weights"
-            elif "::input_" in key or "::nndct_input_" in key or section == "input":
-                kind = "input"
-            else:
-                kind = "activation"
             value, extra = _qp_text(p)
-            rows.append((key, kind, str(p.bit_width), value, extra))
+            rows.append((key, _kind_of(section, key), str(p.bit_width), value, extra))
+    for section, casts in info.dtype.items():   # datatype bfloat16/float16/float32: no codes
+        for key, dtype in casts.items():
+            rows.append((key, _kind_of(section, key), "-", "-",
+                         f"datatype {dtype} (not integer-quantized)"))
     pof2 = any(p.fix_pos is not None for p in (*info.param.values(), *info.output.values()))
     lines = [f"file:            {path}", f"version:         {info.version or '-'}",
              f"graph_md5:       {info.graph_md5 or '-'}",
              f"bias_corrected:  {'yes' if info.bias_corrected else 'no'}",
              f"fast_finetuned:  {'yes' if info.fast_finetuned else 'no'}",
              f"entries:         {len(info.param)} param, {len(info.output)} output, "
-             f"{len(info.input)} input", ""]
+             f"{len(info.input)} input"
+             + (f", {sum(len(c) for c in info.dtype.values())} float datatype"
+                if info.dtype else ""),
+             f"run_id:          {info.run_id or '-'}", ""]
     if rows:
         lines += text_table(("node / tensor", "kind", "bits", "fix pos" if pof2 else "scale",
                          "notes"), rows)
@@ -105,6 +106,15 @@ def _cmd_show_quant_info(args: argparse.Namespace) -> int:
         lines.append("(no entries)")
     print("\n".join(lines))
     return 0
+
+
+def _kind_of(section: str, key: str) -> str:
+    """The tensor kind of a quant_info.json key in ``section``."""
+    if section == "param":
+        return "bias" if key.rsplit(".", 1)[-1].startswith("bias") else "weights"
+    if "::input_" in key or "::nndct_input_" in key or section == "input":
+        return "input"
+    return "activation"
 
 
 # =============================================================================== report

@@ -272,8 +272,11 @@ def _check_bitwidth(bitwidth: Any) -> int | None:
     if bitwidth is None:
         return None
     if isinstance(bitwidth, bool) or not isinstance(bitwidth, int) or not 2 <= bitwidth <= 16:
-        raise ConfigError(f"bitwidth must be an integer from 2 to 16, got {bitwidth!r}: "
-                          f"{_RANGE_REASONS['bit_width']}", where="torch_quantizer(bitwidth=...)",
+        raise ConfigError(f"bitwidth must be an integer from 2 to 16, got {bitwidth!r}: 0 bits "
+                          "hold no code and 1 bit only [-1, 0] (no positive value); above 16 "
+                          "bits the DPU/XIR fix ops and nndct_lite's integer arithmetic cannot "
+                          "represent the codes (a config file may give a float-scale bias 32)",
+                          where="torch_quantizer(bitwidth=...)",
                           hint="allowed: an integer from 2 to 16, or None (8)")
     return bitwidth
 
