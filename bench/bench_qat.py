@@ -332,7 +332,7 @@ def render(results: list[dict[str, Any]], args, command: str, machine: str) -> s
         fe = r["float_epoch_s"]
         lost = r["float_top1"] - r["ft_top1"]
         rec = "nothing to recover: PTQ + fast finetune is at float" if lost <= 0 else \
-            f"recovered {100 * (q['top1'] - r['ft_top1']) / lost:.0f} % of the best fast " \
+            f"recovered {100 * (q['top1'] - r['ft_top1']) / lost:.1f} % of the best fast " \
             f"finetune's loss ({r['ft_method']})"
         lines += [
             f"**{r['model']}** — {r['setup']} (float epoch {fe:.1f} s)",
