@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Sequence
 
 
 if TYPE_CHECKING:   # the command line imports torch and the pipeline lazily
-    import torch.nn as nn
-
     from ..graph.ir import Node
+    from ..result import QuantResult
     from ..session import QuantSession
 
 from ..state.layout import RESOLVED_CONFIG_FILE
@@ -47,34 +46,32 @@ def _kinds():
     return K, binary, alias
 
 
-def _quant_text(session: QuantSession, node: Node) -> str:
-    from ..quant.build import layer_of
-    from ..quant.fake_quantizer import quantizer_of
-    mod = layer_of(session.model, node)
+def _quant_text(result: QuantResult, node: Node, index_of: dict[str, int]) -> str:
+    """``w8 b8 o8`` (``in8`` for the model input), ``o@7`` when node 7's quantizer carries this
+    output, ``float`` or ``-``: from the resolved plan (a session never forwarded has no
+    numbers yet, but its plan says what will be quantized)."""
+    from ..config.spec import TensorKind as T
+    plan = result.plan
+    specs = plan.specs(node.name) if node.name in plan else {}
     parts = []
-    for attr, tag in (("weight_q", "w"), ("bias_q", "b"), ("out_q", "o")):
-        q = quantizer_of(mod, attr)
-        if q is not None:
-            parts.append(f"{'in' if tag == 'o' and node.kind.value == 'input' else tag}"
-                         f"{q.spec.bit_width}")
-    if "out_q" not in mod._modules and node.is_tensor:
-        src = session.placement.output_quantizer_of(node) \
-            if node in session.placement.group_of else None
-        if src is not None and src is not node \
-                and layer_of(session.model, src)._modules.get("out_q") is not None:
-            parts.append(f"o@{src.index}")
+    for kind, tag in ((T.WEIGHTS, "w"), (T.BIAS, "b"), (T.ACTIVATION, "o")):
+        if kind in specs and specs[kind].spec.is_int:
+            tag = "in" if tag == "o" and node.kind.value == "input" else tag
+            parts.append(f"{tag}{specs[kind].spec.bit_width}")
+    group = plan.node(node.name).group if node.name in plan else None
+    if T.ACTIVATION not in specs and node.is_tensor and group not in (None, node.name) \
+            and result.nodes.get(group) is not None and result.nodes[group].quantized_output:
+        parts.append(f"o@{index_of[group]}")
     return " ".join(parts) or ("float" if node.is_tensor else "-")
 
 
-def _device_of(session: QuantSession, node: Node, cpu_ops: dict[str, str]) -> tuple[str, str]:
+def _device_of(result: QuantResult, node: Node, cpu_ops: dict[str, str]) -> tuple[str, str]:
     """(device, reason) of one node. On the DPU target the device is the XModel builder's own
     decision (``cpu_ops``, from :func:`~nndct_lite.export.xmodel.deploy_plan.cpu_ops_of`); the
     reason explains it."""
     from ..config.spec import TargetDevice
-    from ..quant.build import layer_of
     K, binary, alias = _kinds()
-    plan, placement = session.plan, session.placement
-    mod = layer_of(session.model, node)
+    plan = result.plan
     k = node.kind
     if k is K.CONST:
         return "-", "constant tensor, read by the ops that use it"
@@ -84,12 +81,12 @@ def _device_of(session: QuantSession, node: Node, cpu_ops: dict[str, str]) -> tu
         return "-", "returns a Python value (a tuple, a number): no op of its own"
     if k is K.PYOP:
         return "-", "takes a tensor out of a tuple: no op of its own"
-    target = session.config.target_device
+    target = result.config.target_device
     reason = plan.float_reason(node.name) if node.name in plan else None
     if target is not TargetDevice.DPU:
         return target.value, reason or ""
     if node.name not in cpu_ops:
-        return "DPU", ("no-op on deploy" if k in alias else _notes(node, mod))
+        return "DPU", ("no-op on deploy" if k in alias else _notes(result, node))
     op = cpu_ops[node.name]
     if k is K.OTHER:
         what = type(node.module).__name__ if node.module is not None else \
@@ -97,7 +94,8 @@ def _device_of(session: QuantSession, node: Node, cpu_ops: dict[str, str]) -> tu
         return "CPU", f"{what} is not supported by the DPU: runs in float ({op})"
     if reason is not None:
         return "CPU", f"{reason} ({op})"
-    if placement.is_carrier(node) and mod._modules.get("out_q") is None:
+    carrier = node.name in plan and plan.node(node.name).group == node.name
+    if carrier and not result.of(node).quantized_output:
         ins = node.inputs[0].shape if node.inputs else None
         return "CPU", (f"no DPU form for {k.value} from {_shape_text(ins)} to "
                        f"{_shape_text(node.shape)} (no integer kernel): output stays float "
@@ -109,15 +107,14 @@ def _device_of(session: QuantSession, node: Node, cpu_ops: dict[str, str]) -> tu
     return "CPU", f"the XModel has no DPU op for {k.value}: written as the CPU op {op}"
 
 
-def _notes(node: Node, mod: nn.Module) -> str:
+def _notes(result: QuantResult, node: Node) -> str:
     notes = []
     if node.meta.get("folded_bn"):
         notes.append(f"BatchNorm {node.meta['folded_bn']} folded in")
-    post = getattr(mod, "post", None)
-    if post is not None:
-        import torch
-        notes.append(f"DPU approximation: output x {float(post(torch.ones(1))):.6g}")
-    elif getattr(mod, "replace", None) is not None or node.kind.value == "leaky_relu":
+    factor = result.of(node).output_factor
+    if factor != 1.0:
+        notes.append(f"DPU approximation: output x {factor:.6g}")
+    elif node.kind.value in ("leaky_relu", "hardsigmoid", "hardswish"):
         notes.append(f"DPU form of {node.kind.value}")
     return "; ".join(notes)
 
@@ -127,14 +124,15 @@ def inspect_rows(session: QuantSession) -> list[InspectRow]:
     from ..graph.layer_type import layer_type_of
     from ..config.spec import TargetDevice
     from ..export.xmodel.deploy_plan import cpu_ops_of
-    cpu_ops = cpu_ops_of(session.freeze()) \
-        if session.config.target_device is TargetDevice.DPU else {}
+    result = session.freeze()        # the frozen result is all the command reads
+    cpu_ops = cpu_ops_of(result) if result.config.target_device is TargetDevice.DPU else {}
     rows = []
-    for node in session.graph.nodes:
-        device, reason = _device_of(session, node, cpu_ops)
+    index_of = {n.name: n.index for n in result.graph.nodes}
+    for node in result.graph.nodes:
+        device, reason = _device_of(result, node, cpu_ops)
         rows.append(InspectRow(node.index, node.name, node.normalized, layer_type_of(node),
                                node.kind.value, node.shape, device, reason,
-                               _quant_text(session, node)))
+                               _quant_text(result, node, index_of)))
     return rows
 
 
