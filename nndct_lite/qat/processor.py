@@ -48,7 +48,8 @@ from ..numerics.fake_quant import channel_view, fake_quantize_affine, fake_quant
 from ..numerics.params import QuantParams
 from ..numerics.rounding import round_tensor
 from ..quant.adjust import adjust_fix_positions
-from ..quant.build import layer_of, set_mode
+from ..calib import Role
+from ..quant.build import cast_quantizers, layer_of, set_mode
 from ..quant.fake_quantizer import FakeQuantizer
 from ..session import QuantSession, prepare
 from ..state.files import atomic_write_text
@@ -387,7 +388,7 @@ class QatProcessor:
             mod = layer_of(model, node)
             for attr in _ATTRS:
                 q = mod._modules.get(attr)
-                if isinstance(q, FakeQuantizer):
+                if isinstance(q, FakeQuantizer) and q.cast is None:  # casts: nothing to train
                     p = merged.get(q.key)
                     p = p if p is not None and p.is_set else None
                     trainable: FakeQuantizer = TrainablePof2Quantizer(q, p, learn_fix_pos) \
@@ -413,8 +414,8 @@ class QatProcessor:
             mod = layer_of(trained, node)
             for attr in _ATTRS:
                 q = mod._modules.get(attr)
-                if not isinstance(q, FakeQuantizer):
-                    continue
+                if not isinstance(q, FakeQuantizer) or q.cast is not None:
+                    continue             # a cast is in quant_info.json's dtype section
                 p = q.params or QuantParams(q.spec.bit_width)
                 (outputs if attr == "out_q" else params)[q.key] = p
         return params, outputs
@@ -450,8 +451,8 @@ class QatProcessor:
         # the calib pipeline on the deployable model writes <Model>.py and resolved_config.json
         check = prepare(copy.deepcopy(deployable), self._inputs, mode=QuantMode.CALIB,
                         output_dir=out, config_file=config, bitwidth=None, device=self.device)
-        keys_now = {k for m in check.model.modules() if isinstance(m, FakeQuantizer)
-                    for k in [m.key]}
+        keys_now = {m.key for m in check.model.modules()
+                    if isinstance(m, FakeQuantizer) and m.cast is None}
         if keys_now != set(merged):
             raise ModeError("the deployable model's graph differs from the trained one "
                             f"({len(keys_now ^ set(merged))} quantization points differ)",
@@ -462,7 +463,7 @@ class QatProcessor:
                          fast_finetuned=False, bias_corrected=False,
                          graph_md5=graph_md5(check.graph),
                          settings=plan_settings(check.config, check.plan),
-                         run_id=check.run_id)
+                         run_id=check.run_id, dtype=_cast_datatypes(check.model))
         path = write_quant_info(out, info)
         log.info("=>QAT result written (%s); test with quant_config_file=%s", path, config)
         self._deployable = deployable
@@ -504,6 +505,16 @@ class QatProcessor:
     def export_torch_script(self, output_dir: str | Path = "quantize_result") -> Any:
         """The TorchScript module of the trained result, written as ``<Model>_int.pt``."""
         return self.test_quantizer(output_dir).export_torch_script(str(output_dir))
+
+
+def _cast_datatypes(model: nn.Module) -> dict[str, dict[str, str]]:
+    """quant_info.json's ``dtype`` section (as calibration writes it): the points a float
+    ``datatype`` turned into casts, by section."""
+    out: dict[str, dict[str, str]] = {}
+    for key, q in cast_quantizers(model).items():
+        section = "param" if q.role is Role.PARAM else "output"
+        out.setdefault(section, {})[key] = q.spec.datatype.value
+    return out
 
 
 def _read_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any] | None:

@@ -158,3 +158,19 @@ def test_float_scale_qat_deploys_exactly(tmp_path, bits, learn):
                                                      TrainableScaleQuantizer)][-1]
     step = last.out_q.params.scale                  # the model output's quantizer (fc)
     assert np.abs(got - ref[:1].numpy()).max() <= step * 1.001
+
+
+def test_float_datatype_points_stay_casts_and_deploy(tmp_path):
+    """A config with float ``datatype`` points (here float16 biases): they stay casts in the
+    trainable model (nothing to train), and quant_info.json's dtype section names them, so
+    test mode loads and equals the trained model."""
+    import json
+    cfg = {**CPU, "tensor_quantize_config": {**CPU["tensor_quantize_config"],
+                                             "bias": {"datatype": "float16"}}}
+    _, model, _, out, *_ = _deploy(tmp_path, cfg)
+    casts = [m for m in model.modules() if type(m).__name__ == "FakeQuantizer"
+             and m.cast is not None]
+    assert casts and all(m.key.endswith(".bias") for m in casts)
+    info = json.loads((out / "quant_info.json").read_text())
+    assert set(info["dtype"]["param"]) == {m.key for m in casts}
+    assert not set(info["param"]) & {m.key for m in casts}
