@@ -7,7 +7,8 @@ import os
 
 import pytest
 import torch
-import torch.nn as nn
+
+from tiny_nets import Net
 
 from nndct_lite import QuantInfoError, torch_quantizer
 
@@ -18,14 +19,6 @@ CPU = {"target_device": "CPU", "include_cle": False, "include_bias_corr": False,
        "tensor_quantize_config": {"weights": {"per_channel": True}}}
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
+
+from tiny_nets import Net
 
 from nndct_lite import torch_quantizer
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 X = torch.randn(2, 3, 8, 8)

@@ -9,21 +9,14 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
+
+from tiny_nets import Net
 
 from nndct_lite import QuantInfoError, torch_quantizer
 
 X = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 def _calib(folder, cfg=None):
