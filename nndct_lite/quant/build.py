@@ -28,7 +28,7 @@ from .modules import Opaque, QuantOp
 from .placement import Placement
 
 __all__ = ["write_and_import", "load_generated", "build_quant_model", "set_mode", "quantizers",
-           "cast_quantizers", "layer_of"]
+           "cast_quantizers", "cast_datatypes", "layer_of"]
 
 SpecOf = Callable[[Node, TensorKind], QuantSpec]
 
@@ -203,6 +203,15 @@ def set_mode(model: nn.Module, mode: QuantMode) -> None:
 def quantizers(model: nn.Module) -> dict[str, FakeQuantizer]:
     """Every integer FakeQuantizer by key, in module order (the ones calibration sets)."""
     return {m.key: m for m in model.modules() if isinstance(m, FakeQuantizer) and m.cast is None}
+
+
+def cast_datatypes(model: nn.Module) -> dict[str, dict[str, str]]:
+    """quant_info.json's ``dtype`` section: section -> key -> datatype of the cast points."""
+    out: dict[str, dict[str, str]] = {}
+    for key, q in cast_quantizers(model).items():
+        section = "param" if q.role is Role.PARAM else "output"
+        out.setdefault(section, {})[key] = q.spec.datatype.value
+    return out
 
 
 def cast_quantizers(model: nn.Module) -> dict[str, FakeQuantizer]:

@@ -21,9 +21,9 @@ from ..config.spec import QuantConfig, TargetDevice
 from ..errors import CalibrationError
 from ..graph.ir import Graph
 from ..graph.ops import CONV_LIKE
-from ..numerics.params import QuantParams, Role
+from ..numerics.params import QuantParams
 from ..quant.adjust import adjust_fix_positions
-from ..quant.build import cast_quantizers, layer_of, quantizers
+from ..quant.build import cast_datatypes, layer_of, quantizers
 from ..quant.fake_quantizer import quantizer_of
 from ..quant.freeze import freeze
 from ..quant.placement import Placement
@@ -109,7 +109,7 @@ class QuantSession(TestModeLoading):
                          bias_corrected=bool(self.config.include_bias_corr),
                          graph_md5=graph_md5(self.graph),
                          settings=plan_settings(self.config, self.plan), run_id=self.run_id,
-                         dtype=self._cast_datatypes())
+                         dtype=cast_datatypes(self.model))
         data = torch_bytes(self.bias_corrections()) if self.config.include_bias_corr else None
         if data is not None:
             info.bias_corr_sha256 = hashlib.sha256(data).hexdigest()
@@ -128,14 +128,6 @@ class QuantSession(TestModeLoading):
         if distributed.is_writer(getattr(self.dist, "world", None)):
             self._write_report()
         return path
-
-    def _cast_datatypes(self) -> dict[str, dict[str, str]]:
-        """quant_info.json's ``dtype`` section: the points a float ``datatype`` made casts."""
-        out: dict[str, dict[str, str]] = {}
-        for key, q in cast_quantizers(self.model).items():
-            section = "param" if q.role is Role.PARAM else "output"
-            out.setdefault(section, {})[key] = q.spec.datatype.value
-        return out
 
     def _write_report(self) -> None:
         """``report.md`` (+ chart) on the kept calibration batches; a diagnostic, so a failure
