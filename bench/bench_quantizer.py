@@ -378,13 +378,13 @@ def report(results: dict, float_rss: dict, argv, info: str, args, elapsed: float
             c = med(ok, "calib_ratio_vs_test")
             t = med(ok, "test_ratio")
             parts += [
-                "## Golden protocol (ResNet-20, shared/reference/golden/resnet20/README.md)", "",
+                "## Golden protocol (ResNet-20)", "",
                 f"Calibrate {r0['n_calib']} calib images in batches of {r0['calib_bs']}; evaluate "
                 f"test mode on {r0['n_test']} test images in batches of {r0['test_bs']}. Ratios to "
                 f"one float evaluation of the {r0['n_test']} test images"
                 + ("" if r0["real_data"] else " (**synthetic data and random weights**: "
                    "../shared absent)") + ".", "",
-                "| | vai_q_pytorch 3.5 (README) | goal | nndct_lite | met? |",
+                "| | vai_q_pytorch 3.5.0, same protocol | goal | nndct_lite | met? |",
                 "|---|---:|---:|---:|:---:|",
                 f"| calibration ({r0['n_calib']} images) | {ORIGINAL['calib']} | ≤ {GOALS['calib']}× | "
                 f"{c:.2f}×{spread(ok, 'calib_ratio_vs_test')} | "
