@@ -16,7 +16,7 @@ from ..errors import QuantInfoError
 from ..graph.ir import Graph
 from ..graph.ops import CONV_LIKE
 from ..numerics.params import QuantParams
-from ..quant.build import cast_quantizers, layer_of, quantizers
+from ..quant.build import cast_datatypes, layer_of, quantizers
 from ..quant.fake_quantizer import FakeQuantizer
 from ..state.files import safe_torch_load
 from ..state.layout import BIAS_CORR_FILE, PARAM_FILE, QUANT_INFO_FILE
@@ -90,15 +90,16 @@ class TestModeLoading:
                                  "structure (graph_md5 differs)", where=str(path),
                                  code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
                                  hint="re-run calibration with this model")
-        for key, q in cast_quantizers(self.model).items():
-            got = info.dtype.get("param" if q.role.name == "PARAM" else "output", {}).get(key)
-            if got != q.spec.datatype.value:
-                said = f"datatype {got}" if got else "an integer entry or none"
-                raise QuantInfoError(
-                    f"{key} has {said} in quant_info.json but datatype "
-                    f"{q.spec.datatype.value} in the current config", where=f"{path}, node {key}",
-                    code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
-                    hint="use the same quant_config_file for calib and test")
+        for part, casts in cast_datatypes(self.model).items():
+            for key, dtype in casts.items():
+                got = info.dtype.get(part, {}).get(key)
+                if got != dtype:
+                    said = f"datatype {got}" if got else "an integer entry or none"
+                    raise QuantInfoError(
+                        f"{key} has {said} in quant_info.json but datatype {dtype} in the "
+                        "current config", where=f"{path}, node {key}",
+                        code="QUANTIZER_TORCH_CALIB_RESULT_MISMATCH",
+                        hint="use the same quant_config_file for calib and test")
         if info.run_id and info.run_id != self.run_id:
             raise QuantInfoError(
                 f"quant_info.json belongs to run {info.run_id}; this model and config make run "
@@ -270,10 +271,8 @@ def _check_settings(stored: dict, current: dict, path: Path) -> None:
             fields = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
             if fields:
                 diffs.append(f"{node} {kind}: " + ", ".join(fields))
-    for node in common:
-        for kind in old_nodes[node]:
-            if kind not in current["nodes"][node]:
-                diffs.append(f"{node} {kind}: quantized in quant_info.json, not in the config")
+        diffs += [f"{node} {kind}: quantized in quant_info.json, not in the config"
+                  for kind in old_row if kind not in row]
     if diffs:
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise QuantInfoError(
