@@ -42,6 +42,18 @@ class GptqOptions:
     act_order: bool = True      # columns in decreasing order of H's diagonal
     float_inputs: bool = True   # first move W to the least-squares fit of the float output
     fit_bias: bool = True       # then move the bias by the mean output error left (float inputs)
+    max_columns: int = 1 << 18  # input columns per layer the moments are estimated from (0: all)
+
+
+def _stride_factor(samples: int, positions: tuple[int, int], cap: int) -> int:
+    """The smallest f >= 1 with ``samples * ceil(h/f) * ceil(w/f) <= cap`` (1 without a cap):
+    the statistics of a layer with more input columns than ``cap`` are taken on every f-th
+    output row and column (a fixed, deterministic sub-grid of positions)."""
+    h, w = positions
+    f = 1
+    while cap > 0 and samples * (-(-h // f)) * (-(-w // f)) > cap and f < max(h, w):
+        f += 1
+    return f
 
 
 def _unfold_args(layer: Any) -> tuple | None:
@@ -70,10 +82,14 @@ def _im2col(x: torch.Tensor, kernel: tuple, dilation: tuple, padding: tuple,
     return torch.stack(taps, 2).reshape(x.shape[0], x.shape[1] * kh * kw, ho * wo)
 
 
-def _columns(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor] | None:
-    """The layer's inputs as ``[groups, K, n]`` chunks (None: not a layer GPTQ handles)."""
+def _columns(layer: nn.Module, x: torch.Tensor, cap: int = 0) -> Iterator[torch.Tensor] | None:
+    """The layer's inputs as ``[groups, K, n]`` chunks (None: not a layer GPTQ handles); with
+    ``cap``, at most about that many columns (every f-th row of a linear layer's inputs, every
+    f-th output row and column of a convolution: ``_stride_factor``)."""
     if isinstance(layer, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
+        if cap > 0 and flat.shape[0] > cap:
+            flat = flat[::-(-flat.shape[0] // cap)]
         step = max(1, _CHUNK // max(1, flat.shape[1]))
         return (flat[i:i + step].t().unsqueeze(0) for i in range(0, flat.shape[0], step))
     if not isinstance(layer, (nn.Conv1d, nn.Conv2d)):
@@ -83,6 +99,16 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor] | None
         return None
     kernel, dilation, padding, stride = args
     xs = x.unsqueeze(2) if x.dim() == 3 else x
+    ho = (xs.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    wo = (xs.shape[3] + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    f = _stride_factor(xs.shape[0], (ho, wo), cap)
+    if f > 1:
+        stride = (stride[0] * f, stride[1] * f)
+        # keep exactly the positions 0, f, 2f, ... of the full output grid
+        xs = F.pad(xs, (padding[1], padding[1], padding[0], padding[0]))
+        padding = (0, 0)
+        xs = xs[:, :, :(ho - 1) // f * stride[0] + dilation[0] * (kernel[0] - 1) + 1,
+                :(wo - 1) // f * stride[1] + dilation[1] * (kernel[1] - 1) + 1]
     g = layer.groups
     per_image = layer.weight[0].numel() * g * max(1, xs.shape[-1] * xs.shape[-2])
     step = max(1, _CHUNK // per_image)
@@ -114,13 +140,14 @@ class Moments:
 
 
 def layer_moments(layer: nn.Module, x: torch.Tensor,
-                  x_float: torch.Tensor | None = None) -> Moments | None:
-    """The ``Moments`` of ``layer`` on its input ``x`` (and float input ``x_float``); None when
-    GPTQ does not handle the layer."""
-    chunks = _columns(layer, x)
+                  x_float: torch.Tensor | None = None, max_columns: int = 0) -> Moments | None:
+    """The ``Moments`` of ``layer`` on its input ``x`` (and float input ``x_float``), from at
+    most about ``max_columns`` input columns (0: all); None when GPTQ does not handle the
+    layer."""
+    chunks = _columns(layer, x, max_columns)
     if chunks is None:
         return None
-    floats = _columns(layer, x_float) if x_float is not None else None
+    floats = _columns(layer, x_float, max_columns) if x_float is not None else None
     h = m = total = total_f = None
     count = 0
     for cols in chunks:
@@ -230,7 +257,8 @@ class GptqTuner:
                  x_float: torch.Tensor | None = None) -> None:
         weight: torch.Tensor = layer.weight
         use_float = self.opts.float_inputs and x_float is not None
-        moments = layer_moments(layer, x, x_float if use_float else None) \
+        moments = layer_moments(layer, x, x_float if use_float else None,
+                                self.opts.max_columns) \
             if grid.axis in (None, 0) else None
         if moments is None:
             self.skipped.append(name)
