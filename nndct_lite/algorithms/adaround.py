@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from .._log import get_logger, progress
 from .grid import WeightGrid
+from .protocols import RankSync
 
 __all__ = ["AdaroundOptions", "AdaroundTuner", "rectified_sigmoid", "initial_v"]
 
@@ -77,10 +78,14 @@ def _rec_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class AdaroundTuner:
-    """``LayerTuner`` of AdaRound (needs the float targets)."""
+    """``LayerTuner`` of AdaRound (needs the float targets). With ``dist`` (a distributed
+    session) every rank draws its mini-batch from its own data and the gradient of V is
+    averaged over the ranks at every step, so every rank learns the same rounding."""
 
-    def __init__(self, opts: AdaroundOptions = AdaroundOptions()):
+    def __init__(self, opts: AdaroundOptions = AdaroundOptions(),
+                 dist: RankSync | None = None):
         self.opts = opts
+        self.dist = dist
 
     def __call__(self, index: int, name: str, layer: Any, grid: WeightGrid,
                  act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None,
@@ -110,6 +115,8 @@ class AdaroundTuner:
                     loss = loss + opts.reg_weight * (1 - (2 * h - 1).abs().pow(beta)).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.dist is not None:
+                    self.dist.average_gradients([v], 1)
                 opt.step()
         with torch.no_grad():
             up = (v.detach() >= 0).to(weight.dtype)

@@ -210,18 +210,12 @@ def fast_finetune(session: FinetuneSession, run_fn: RunFn, run_args: Iterable[An
     if method is None and getattr(config, "sources", {}).get("fast_finetune_method") != "file":
         source = "default"
     model = session.model
-    if chosen is not FinetuneMethod.ADAQUANT and session.dist is not None:
-        raise ConfigError(f"fast_finetune_method {chosen.value!r} does not run distributed "
-                          "(session.dist): only 'adaquant' merges its layer updates across "
-                          "processes", where="fast_finetune_method",
-                          hint="run gptq/adaround in one process (its result loads in every "
-                               "rank's test mode), or use fast_finetune_method 'adaquant'")
     with model_transaction(model):
         if chosen is FinetuneMethod.ADAQUANT:
             reverted, n_layers = _finetune(session, model, run_fn, run_args, opts)
         else:
-            tuner = GptqTuner(opts.gptq) if chosen is FinetuneMethod.GPTQ \
-                else AdaroundTuner(opts.adaround)
+            tuner = GptqTuner(opts.gptq, session.dist) if chosen is FinetuneMethod.GPTQ \
+                else AdaroundTuner(opts.adaround, session.dist)
             n_layers = run_layerwise(session, model, run_fn, run_args, tuner,
                                      desc=f"fast finetune ({chosen.value})",
                                      float_pass=chosen is FinetuneMethod.ADAROUND

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .._log import get_logger
 from .grid import WeightGrid
+from .protocols import RankSync
 
 __all__ = ["GptqOptions", "GptqTuner", "Moments", "gptq_quantize", "layer_hessian",
            "layer_moments", "float_input_fit"]
@@ -138,6 +139,14 @@ class Moments:
     mean: torch.Tensor
     mean_float: torch.Tensor | None
 
+    @staticmethod
+    def from_sums(sums: list[torch.Tensor]) -> "Moments":
+        """The statistics of ``_moment_sums``'s list (of one rank, or summed over ranks)."""
+        n = max(1.0, float(sums[2]))
+        floats = len(sums) == 5
+        return Moments(sums[0] * (2.0 / n), sums[3] * (2.0 / n) if floats else None,
+                       sums[1] / n, sums[4] / n if floats else None)
+
 
 def layer_moments(layer: nn.Module, x: torch.Tensor,
                   x_float: torch.Tensor | None = None, max_columns: int = 0) -> Moments | None:
@@ -148,6 +157,14 @@ def layer_moments(layer: nn.Module, x: torch.Tensor,
     if chunks is None:
         return None
     floats = _columns(layer, x_float, max_columns) if x_float is not None else None
+    sums = _moment_sums(chunks, floats)
+    return None if sums is None else Moments.from_sums(sums)
+
+
+def _moment_sums(chunks: Iterator[torch.Tensor], floats: Iterator[torch.Tensor] | None
+                 ) -> list[torch.Tensor] | None:
+    """[X Xᵀ, column sum of X, count] (+ [X_f Xᵀ, column sum of X_f] with ``floats``), float64
+    sums over the chunks: what ranks add up before the statistics are normalised."""
     h = m = total = total_f = None
     count = 0
     for cols in chunks:
@@ -165,9 +182,8 @@ def layer_moments(layer: nn.Module, x: torch.Tensor,
         count += cols.shape[2]
     if h is None or total is None:
         return None
-    n = max(1, count)
-    return Moments(h * (2.0 / n), None if m is None else m * (2.0 / n), total / n,
-                   None if total_f is None else total_f / n)
+    out = [h, total, torch.tensor(float(count), dtype=torch.float64)]
+    return out if m is None or total_f is None else out + [m, total_f]
 
 
 def float_input_fit(w: torch.Tensor, h: torch.Tensor, m: torch.Tensor,
@@ -246,19 +262,35 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor,
 
 
 class GptqTuner:
-    """``LayerTuner`` of GPTQ (the float targets are not used)."""
+    """``LayerTuner`` of GPTQ (the float targets are not used). With ``dist`` (a distributed
+    session) the layer statistics are summed over the ranks before the solve, so every rank
+    rounds the same way."""
 
-    def __init__(self, opts: GptqOptions = GptqOptions()):
+    def __init__(self, opts: GptqOptions = GptqOptions(), dist: RankSync | None = None):
         self.opts = opts
+        self.dist = dist
         self.skipped: list[str] = []
+
+    def _moments(self, layer: Any, x: torch.Tensor, x_float: torch.Tensor | None
+                 ) -> Moments | None:
+        chunks = _columns(layer, x, self.opts.max_columns)
+        if chunks is None:
+            return None
+        floats = _columns(layer, x_float, self.opts.max_columns) if x_float is not None \
+            else None
+        sums = _moment_sums(chunks, floats)
+        if sums is None:
+            return None
+        if self.dist is not None:
+            sums = self.dist.sum_tensors(sums, "gptq layer statistics")
+        return Moments.from_sums(sums)
 
     def __call__(self, index: int, name: str, layer: Any, grid: WeightGrid,
                  act: nn.Module | None, x: torch.Tensor, target: torch.Tensor | None,
                  x_float: torch.Tensor | None = None) -> None:
         weight: torch.Tensor = layer.weight
         use_float = self.opts.float_inputs and x_float is not None
-        moments = layer_moments(layer, x, x_float if use_float else None,
-                                self.opts.max_columns) \
+        moments = self._moments(layer, x, x_float if use_float else None) \
             if grid.axis in (None, 0) else None
         if moments is None:
             self.skipped.append(name)

@@ -208,6 +208,8 @@ def run_layerwise(session: FinetuneSession, model: nn.Module, run_fn: RunFn,
     with torch.no_grad():
         for b in batches:                          # one calibration: all fix positions
             model(*b)
+    if session.dist is not None:
+        session.dist.finalize()                    # every rank's calibration steps merged
     del batches
     set_mode(model, QuantMode.TEST)
     work = []

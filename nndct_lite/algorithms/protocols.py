@@ -41,6 +41,10 @@ class RankSync(Protocol):
         """Average each ``p.grad`` over the ranks that had a batch in this step."""
         ...
 
+    def sum_tensors(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
+        """Each tensor summed over the ranks, in rank order (float64; the same on every rank)."""
+        ...
+
 
 class FinetuneSession(Protocol):
     """The session as fast finetune uses it."""

@@ -15,7 +15,8 @@ Hooks the core calls (each is a no-op path when ``world()`` is None):
 * ``attach(session, world)``: checks that every rank built the same graph, weights (after BN
   folding and CLE) and quantizers, then synchronises calibration step by step. The returned
   object (``session.dist``) also serves ``export_quant_config``, fast finetune and the exports:
-  ``finalize()``, ``write_once()``, ``steps()``, ``all_batches()``, ``average_gradients()``.
+  ``finalize()``, ``write_once()``, ``steps()``, ``all_batches()``, ``average_gradients()``,
+  ``sum_tensors()``.
 """
 from __future__ import annotations
 

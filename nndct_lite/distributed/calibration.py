@@ -208,3 +208,7 @@ class CalibrationSync:
     def average_gradients(self, params: list[torch.Tensor], count: int) -> None:
         """Average each ``p.grad`` over the ranks that had a batch in this step."""
         raise NotImplementedError
+
+    def sum_tensors(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
+        """Each tensor summed over the ranks, in rank order (float64)."""
+        raise NotImplementedError

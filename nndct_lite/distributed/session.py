@@ -255,6 +255,21 @@ class GroupSession(CalibrationSync):
             offset += k
 
 
+    def sum_tensors(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
+        """Each tensor summed over the ranks in rank order, in float64: every rank gets the
+        same bits (gptq's layer statistics)."""
+        flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+        parts = self.world.all_gather_tensor(flat, f"fast finetune: summing {what}")
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total += part
+        out, offset = [], 0
+        for t in tensors:
+            out.append(total[offset:offset + t.numel()].view(t.shape).clone())
+            offset += t.numel()
+        return out
+
+
 class EmulatedSession(CalibrationSync):
     """``session.dist`` of ``emulate(N)``: forwards grouped N at a time, in this process."""
 
@@ -293,6 +308,9 @@ class EmulatedSession(CalibrationSync):
 
     def all_batches(self, values: list[T]) -> list[T]:
         return list(values)
+
+    def sum_tensors(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
+        return [t.double() for t in tensors]   # one process holds every rank's data
 
     def average_gradients(self, params: list[torch.Tensor], count: int) -> None:
         if count > 1:

@@ -1,7 +1,7 @@
 """The ``fast_finetune_method`` key (issue 24): a wrong value is a clear error naming the key,
 the method that ran is recorded in resolved_config.json, gptq/adaround are deterministic
-(same inputs, same param.pth and quant_info.json bytes), exception-safe, refused on the
-distributed path, load in test mode as before, and a GPTQ- or AdaRound-tuned DPU model still
+(same inputs, same param.pth and quant_info.json bytes), exception-safe, merged across
+ranks on the distributed path, load in test mode as before, and a GPTQ- or AdaRound-tuned DPU model still
 exports an XModel that real XIR loads and whose simulation equals test mode."""
 from __future__ import annotations
 
@@ -136,14 +136,21 @@ def test_interrupted_gptq_leaves_the_calibration_intact(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["gptq", "adaround"])
-def test_distributed_path_is_refused_with_a_clear_error(tmp_path, method):
-    q, x = _calib(tmp_path, PLAIN, method)
-    q._session.dist = object()
-    try:
-        with pytest.raises(ConfigError, match=f"fast_finetune_method '{method}'.*distributed"):
-            q.fast_finetune(forward_batches, (q.quant_model, x, 16))
-    finally:
-        q._session.dist = None
+def test_emulated_world_is_the_plain_run(tmp_path, method):
+    # emulate(2) holds every rank's data in this process: the merged statistics (gptq) and
+    # averaged steps (adaround) are the plain run's, byte for byte (2 gloo ranks:
+    # tests/distributed/test_distributed.py)
+    from nndct_lite import distributed
+    for d in ("plain", "emulated"):
+        (tmp_path / d).mkdir()
+    q, x = _calib(tmp_path / "plain", PLAIN, method)
+    fast_finetune(q._session, forward_batches, (q.quant_model, x, 16), QUICK)
+    with distributed.emulate(2):
+        qe, xe = _calib(tmp_path / "emulated", PLAIN, method)
+        assert qe._session.dist is not None
+        fast_finetune(qe._session, forward_batches, (qe.quant_model, xe, 16), QUICK)
+    assert (tmp_path / "plain" / "param.pth").read_bytes() == \
+        (tmp_path / "emulated" / "param.pth").read_bytes()
 
 
 def test_unstackable_batches_are_a_clear_error(tmp_path):

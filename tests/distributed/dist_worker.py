@@ -169,6 +169,32 @@ def job_finetune(mine, out: Path, report: dict) -> None:
     report["finetune"]["test_out"] = sha(y.numpy().tobytes())
 
 
+def _job_rounding(method: str, mine, out: Path, report: dict) -> None:
+    """gptq / adaround through the config key: every rank's statistics or gradients merged."""
+    probe = data()[0]
+    d = out / f"finetune-{method}"
+    cfg_file = str(out / f"finetune-{method}.json")
+    if distributed.is_writer(distributed.world()):
+        out.mkdir(parents=True, exist_ok=True)
+        Path(cfg_file).write_text(json.dumps({"fast_finetune_method": method}), encoding="utf-8")
+    _barrier()
+    q = torch_quantizer("calib", model(), (probe[:1],), output_dir=str(d),
+                        quant_config_file=cfg_file)
+    q.fast_finetune(forward_all, (q.quant_model, mine))
+    forward_all(q.quant_model, mine)
+    q.export_quant_config()
+    report[f"finetune-{method}"] = {"params": params_digest(q),
+                                    "weights": state_digest(q.quant_model)}
+
+
+def job_gptq(mine, out: Path, report: dict) -> None:
+    _job_rounding("gptq", mine, out, report)
+
+
+def job_adaround(mine, out: Path, report: dict) -> None:
+    _job_rounding("adaround", mine, out, report)
+
+
 def job_crash(mine, out: Path, report: dict) -> None:
     """Rank ``$CRASH_RANK`` (default 1) raises after two calibration batches."""
     probe = data()[0]
@@ -226,7 +252,8 @@ def job_mismatch(mine, out: Path, report: dict) -> None:
     torch_quantizer("calib", m, (probe[:1],), output_dir=str(out / "mismatch"))
 
 
-JOBS = {"calib": job_calib, "bias": job_bias, "finetune": job_finetune, "crash": job_crash,
+JOBS = {"calib": job_calib, "bias": job_bias, "finetune": job_finetune, "gptq": job_gptq,
+        "adaround": job_adaround, "crash": job_crash,
         "hang": job_hang, "uneven": job_uneven, "writers": job_writers,
         "mismatch": job_mismatch}
 
