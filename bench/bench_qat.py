@@ -87,9 +87,12 @@ def batches(n: int, bs: int, epoch: int, seed: int) -> list[tuple[torch.Tensor, 
 
 
 def train(model: nn.Module, params: list[dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
-          epochs: int, bs: int, seed: int, before_epoch: Callable[[int], None] | None = None
+          epochs: int, bs: int, seed: int, before_epoch: Callable[[int], None] | None = None,
+          teacher: nn.Module | None = None, temperature: float = 4.0
           ) -> tuple[float, list[float]]:
-    """Adam over ``params`` (parameter groups); returns (seconds, mean loss per epoch)."""
+    """Adam over ``params`` (parameter groups); returns (seconds, mean loss per epoch). With a
+    ``teacher`` (the float model) the loss is the distillation loss: T² KL(teacher ‖ student)
+    at temperature T, the same for every trainer that gets one."""
     opt = torch.optim.Adam(params)
     steps = epochs * math.ceil(len(x) / bs)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -106,7 +109,13 @@ def train(model: nn.Module, params: list[dict[str, Any]], x: torch.Tensor, y: to
             xb = x[idx].clone()
             xb[flip] = xb[flip].flip(3)
             opt.zero_grad()
-            loss = F.cross_entropy(model(xb), y[idx])
+            if teacher is None:
+                loss = F.cross_entropy(model(xb), y[idx])
+            else:
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb) / temperature, 1)
+                loss = F.kl_div(F.log_softmax(model(xb) / temperature, 1), soft,
+                                reduction="batchmean", log_target=True) * temperature ** 2
             loss.backward()
             opt.step()
             sched.step()
@@ -163,7 +172,12 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
     t0 = time.perf_counter()
     qat = QatProcessor(model, (xc[:1],), bitwidth=8, config=cfg)
     calib = [xc[i:i + args.bs] for i in range(0, len(xc), args.bs)]
-    trainable = qat.trainable_model(learn_fix_pos=not args.fixed, calib_batches=calib)
+    init = None if args.qat_init == "ptq" else args.qat_init
+    trainable = qat.trainable_model(learn_fix_pos=not args.fixed, calib_batches=calib,
+                                    fast_finetune=init)
+    if init is not None:
+        res["start_top1"] = top1(trainable, xt, yt, args.bs)   # before any training step
+        trainable.train()
     res["calib_s"] = time.perf_counter() - t0
     thresholds = [p for n, p in trainable.named_parameters()
                   if n.endswith(("log2_t", "log_scale"))]
@@ -172,8 +186,9 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
     groups = [{"params": weights, "lr": args.lr}]
     if thresholds:
         groups.append({"params": thresholds, "lr": args.threshold_lr})
+    teacher = copy.deepcopy(model).eval() if args.distill else None
     res["train_s"], res["losses"] = train(trainable, groups, xc, yc, args.epochs, args.bs,
-                                          args.seed)
+                                          args.seed, teacher=teacher)
     out = wd / "qat_result"
     deployable = qat.to_deployable(trainable, out)
     q = qat.test_quantizer(out)
@@ -252,12 +267,23 @@ def ao_qat(model: nn.Module, kind: str, xc, yc, xt, yt, args) -> dict[str, Any]:
         for i in range(0, len(xc), args.bs):
             prepared(xc[i:i + args.bs])
     res["calib_s"] = time.perf_counter() - t0
+    teacher = copy.deepcopy(model).eval() if args.distill else None
     res["train_s"], res["losses"] = train(
         prepared, [{"params": list(prepared.parameters()), "lr": args.lr}], xc, yc,
-        args.epochs, args.bs, args.seed)
+        args.epochs, args.bs, args.seed, teacher=teacher)
     prepared.apply(disable_observer)
     res["top1"] = top1(prepared, xt, yt, args.bs)
     return res
+
+
+def run_peer(model, ao_kind, xc, yc, xt, yt, args, name, log) -> dict[str, Any]:
+    try:
+        r = ao_qat(model, ao_kind, xc, yc, xt, yt, args)
+        log(f"{name}: torch.ao QAT {r['top1']:.2f} ({r['train_s']:.0f} s)")
+    except Exception as e:   # noqa: BLE001 - a peer failing is a row, not a crash
+        r = {"error": f"{type(e).__name__}: {e}"[:300]}
+        log(f"{name}: torch.ao QAT failed: {r['error']}")
+    return r
 
 
 # --------------------------------------------------------------------------- one model
@@ -294,14 +320,12 @@ def run_model(name: str, args, log: Callable[[str], None]) -> dict[str, Any]:
         r["ft_method"] = max(r["ft"], key=lambda k: r["ft"][k][0])
         r["ft_top1"], r["ft_s"] = r["ft"][r["ft_method"]]
         r["qat"] = our_qat(model, cfg, xc, yc, xt, yt, args, wd)
+        if "start_top1" in r["qat"]:
+            log(f"{name}: our QAT start ({args.qat_init}) {r['qat']['start_top1']:.2f}")
         log(f"{name}: our QAT {r['qat']['top1']:.2f} ({r['qat']['train_s']:.0f} s) "
             f"exports {r['qat']['exports']}")
-        try:
-            r["ao"] = ao_qat(model, ao_kind, xc, yc, xt, yt, args)
-            log(f"{name}: torch.ao QAT {r['ao']['top1']:.2f} ({r['ao']['train_s']:.0f} s)")
-        except Exception as e:   # noqa: BLE001 - a peer failing is a row, not a crash
-            r["ao"] = {"error": f"{type(e).__name__}: {e}"[:300]}
-            log(f"{name}: torch.ao QAT failed: {r['ao']['error']}")
+        r["ao"] = {"error": "not run (--no-peer)"} if args.no_peer \
+            else run_peer(model, ao_kind, xc, yc, xt, yt, args, name, log)
     # the floor, literally: QAT's drop at most half of PTQ + fast finetune's (a gain is no loss)
     lost = max(r["float_top1"] - r["ft_top1"], 0.0)
     r["floor_met"] = r["float_top1"] - r["qat"]["top1"] <= 0.5 * lost
@@ -378,6 +402,14 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--fixed", action="store_true", help="fixed thresholds (no TQT/LSQ)")
     p.add_argument("--ft-methods", default="",
                    help="fast finetune methods, comma-separated (default: per model)")
+    p.add_argument("--qat-init", default="ptq",
+                   help="where our QAT starts: 'ptq' (the calibrated float weights) or a fast "
+                        "finetune method ('gptq', 'adaround', 'adaquant'): "
+                        "QatProcessor.trainable_model(fast_finetune=...)")
+    p.add_argument("--distill", action="store_true",
+                   help="both QATs train on the float model's soft outputs (T=4 distillation) "
+                        "instead of the labels")
+    p.add_argument("--no-peer", action="store_true", help="leave torch.ao QAT out (experiments)")
     p.add_argument("--n-calib", type=int, default=5000)
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--n-ft", type=int, default=1000, help="images for fast finetune")

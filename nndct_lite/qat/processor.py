@@ -136,22 +136,34 @@ class QatProcessor:
 
     # ------------------------------------------------------------------ training model
     def trainable_model(self, learn_fix_pos: bool = True,
-                        calib_batches: Iterable[Any] | None = None) -> nn.Module:
+                        calib_batches: Iterable[Any] | None = None,
+                        fast_finetune: str | None = None) -> nn.Module:
         """The generated model with trainable power-of-two fake quantization, in train mode.
 
         Fix positions (float scales with a float-scale ``config``) start from a calibration over
         ``calib_batches`` (inputs of the model, a tensor or a tuple each; default: the
         constructor's ``inputs``); ``learn_fix_pos`` trains them (TQT; LSQ for float scales) or
-        keeps them fixed.
+        keeps them fixed. ``fast_finetune`` (``"gptq"``, ``"adaround"`` or ``"adaquant"``;
+        default None: off) first runs that fast finetune method over the same batches, so that
+        training starts from the fast-finetuned weights instead of the float ones.
         """
         session = prepare(copy.deepcopy(self._float), self._inputs, mode=QuantMode.CALIB,
                           output_dir=Path(self._tmp.name), config_file=self._config,
                           bitwidth=None, device=self.device)
-        batches = [self._inputs] if calib_batches is None else list(calib_batches)
-        with torch.no_grad():
-            for b in batches:
-                session.model(*(a.to(self.device) if isinstance(a, torch.Tensor) else a
-                                for a in _as_tuple(b)))
+        batches = [tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
+                         for a in _as_tuple(b))
+                   for b in ([self._inputs] if calib_batches is None else calib_batches)]
+
+        def forward_all() -> None:
+            with torch.no_grad():
+                for b in batches:
+                    session.model(*b)
+        if fast_finetune is not None:
+            from ..algorithms.fast_finetune import fast_finetune as run_fast_finetune
+            log.info("QAT starts from fast finetune (%s) over %d batch(es)", fast_finetune,
+                     len(batches))
+            run_fast_finetune(session, forward_all, (), method=fast_finetune)
+        forward_all()
         params, outputs = session.collect()
         merged = {**params, **outputs}
         adjust_fix_positions(session.graph, session.placement, merged)

@@ -211,3 +211,36 @@ def test_arguments_are_checked():
         QatProcessor(net, (x,), bitwidth=1)
     with pytest.raises(ModeError):
         QatProcessor(net, (x,)).to_deployable(net, "unused")
+
+
+@pytest.mark.parametrize("method", ["gptq", "adaquant"])
+def test_training_can_start_from_fast_finetune(tmp_path, method):
+    """trainable_model(fast_finetune=...) starts from the PTQ + fast finetune model: before
+    any step it computes what torch_quantizer's calib + fast_finetune + test mode computes with
+    the same config (no CLE, no bias correction)."""
+    from nndct_lite.errors import ConfigError
+    net, x, _ = _model_and_data()
+    qat = QatProcessor(net, (x[:4],))
+    model = qat.trainable_model(calib_batches=[x[:16], x[16:]], fast_finetune=method).eval()
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"include_cle": False, "include_bias_corr": False,
+                               "fast_finetune_method": method}))
+
+    def run(m, batches):
+        with torch.no_grad():
+            for b in batches:
+                m(b)
+    q = torch_quantizer("calib", net, (x[:4],), output_dir=str(tmp_path / "ptq"),
+                        quant_config_file=str(cfg))
+    q.fast_finetune(run, (q.quant_model, [x[:16], x[16:]]))
+    run(q.quant_model, [x[:16], x[16:]])
+    q.export_quant_config()
+    qt = torch_quantizer("test", net, (x[:4],), output_dir=str(tmp_path / "ptq"),
+                         quant_config_file=str(cfg))
+    qt.load_ft_param()
+    plain = qat.trainable_model(calib_batches=[x[:16], x[16:]]).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), qt.quant_model(x))
+        assert not torch.equal(model(x), plain(x))       # the finetune changed something
+    with pytest.raises(ConfigError, match="fast_finetune_method 'sgd'"):
+        qat.trainable_model(calib_batches=[x], fast_finetune="sgd")
