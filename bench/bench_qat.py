@@ -170,6 +170,9 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
     from nndct_lite.qat import QatProcessor
     res: dict[str, Any] = {}
     t0 = time.perf_counter()
+    float_scales = cfg is not None          # the W4A4 CPU setup: no XModel
+    if args.qat_cle:       # equalize once before training (the deployed config has CLE off)
+        cfg = {**(cfg or {"target_device": "DPU"}), "include_cle": True}
     qat = QatProcessor(model, (xc[:1],), bitwidth=8, config=cfg)
     calib = [xc[i:i + args.bs] for i in range(0, len(xc), args.bs)]
     init = None if args.qat_init == "ptq" else args.qat_init
@@ -202,7 +205,7 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
     for name, fn in (("onnx", lambda: qat.export_onnx_model(out)),
                      ("torchscript", lambda: qat.export_torch_script(out)),
                      ("xmodel", lambda: qat.export_xmodel(out))):
-        if name == "xmodel" and cfg is not None:
+        if name == "xmodel" and float_scales:
             continue              # float scales: no XModel (the DPU needs power-of-two)
         try:
             got = fn()
@@ -213,7 +216,7 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
         if name == "xmodel":
             exports["loads in XIR"] = xir_check(Path(got))
     res["exports"] = exports
-    res["fix_or_scale"] = "fixed" if args.fixed else ("TQT" if cfg is None else "LSQ")
+    res["fix_or_scale"] = "fixed" if args.fixed else ("LSQ" if float_scales else "TQT")
     del deployable
     return res
 
@@ -406,6 +409,8 @@ def parse_args(argv: list[str] | None):
                    help="where our QAT starts: 'ptq' (the calibrated float weights) or a fast "
                         "finetune method ('gptq', 'adaround', 'adaquant'): "
                         "QatProcessor.trainable_model(fast_finetune=...)")
+    p.add_argument("--qat-cle", action="store_true",
+                   help="our QAT equalizes the weights (CLE) once before training, as PTQ does")
     p.add_argument("--distill", action="store_true",
                    help="both QATs train on the float model's soft outputs (T=4 distillation) "
                         "instead of the labels")

@@ -26,8 +26,10 @@ trains as ``log_scale`` with the LSQ gradient (Esser et al., "Learned Step Size 
 written for ``log s``: ``s (round(x/s) - x/s)`` inside the range, ``s * clipped code`` outside;
 zero points stay as calibrated; the input gets the clipped STE.
 
-QAT runs with cross-layer equalization and bias correction off (``qat_config.json``): both
-change weights or biases outside training, and the deployed weights must be the trained ones.
+QAT runs with bias correction off and deploys with cross-layer equalization off
+(``qat_config.json``): both change weights or biases outside training, and the deployed weights
+must be the trained ones. ``include_cle: true`` in the config equalizes the weights once, before
+training starts (the trained weights are the equalized ones, written back as they are).
 """
 from __future__ import annotations
 
@@ -86,7 +88,8 @@ class QatProcessor:
     ``config`` (an extension of the original): a quantization config, a dict or the path of a
     JSON file as ``torch_quantizer``'s ``quant_config_file`` (e.g. the CPU target with float
     scales and per-channel weights); default: the DPU default at ``bitwidth``. Its
-    ``include_cle`` and ``include_bias_corr`` are forced off, and ``bitwidth`` fills in
+    ``include_bias_corr`` is forced off; ``include_cle: true`` equalizes the weights once before
+    training (the deployed config has CLE off); ``bitwidth`` fills in
     ``overall_quantize_config.bit_width`` when the config leaves it out.
     """
 
@@ -114,17 +117,38 @@ class QatProcessor:
         self._config = Path(self._tmp.name) / QAT_CONFIG_FILE
         self._config_text = json.dumps(self.config_dict(), indent=2) + "\n"
         atomic_write_text(self._config, self._config_text)
+        # the training session may equalize first (CLE is a weight transform before training;
+        # the deployed model carries the trained, equalized weights and runs no CLE)
+        self._train_config = Path(self._tmp.name) / "qat_train_config.json"
+        atomic_write_text(self._train_config,
+                          json.dumps(self._train_config_dict(), indent=2) + "\n")
         self._session: QuantSession | None = None
         self._deployable: nn.Module | None = None
         self._deploy_dir: Path | None = None
 
+    @property
+    def equalizes(self) -> bool:
+        """Whether ``trainable_model()`` runs cross-layer equalization before training: the
+        config says ``include_cle: true`` (the default config does not)."""
+        return self._user_config is not None and self._user_config.get("include_cle") is True
+
+    def _train_config_dict(self) -> dict[str, Any]:
+        cfg = self.config_dict()
+        if self.equalizes:
+            cfg["include_cle"] = True
+        return cfg
+
     def config_dict(self) -> dict[str, Any]:
-        """The JSON config of QAT: the given config (default: the DPU default at ``bitwidth``)
-        with no CLE and no bias correction."""
+        """The JSON config of QAT's deployed result (``qat_config.json``): the given config
+        (default: the DPU default at ``bitwidth``) with no CLE and no bias correction. With
+        ``include_cle: true`` in the given config, training starts from equalized weights and
+        the deployed config keeps ReLU6 replaced by ReLU as CLE did."""
         if self._user_config is None:
             return {"target_device": "DPU", "include_cle": False, "include_bias_corr": False,
                     "overall_quantize_config": {"bit_width": self.bitwidth}}
         cfg = copy.deepcopy(self._user_config)
+        if cfg.get("include_cle") is True:
+            cfg["convert_relu6_to_relu"] = True
         cfg["include_cle"] = False
         cfg["include_bias_corr"] = False
         overall = cfg.setdefault("overall_quantize_config", {})
@@ -148,7 +172,7 @@ class QatProcessor:
         training starts from the fast-finetuned weights instead of the float ones.
         """
         session = prepare(copy.deepcopy(self._float), self._inputs, mode=QuantMode.CALIB,
-                          output_dir=Path(self._tmp.name), config_file=self._config,
+                          output_dir=Path(self._tmp.name), config_file=self._train_config,
                           bitwidth=None, device=self.device)
         batches = [tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a
                          for a in _as_tuple(b))

@@ -190,11 +190,16 @@ def test_fixed_fix_positions_stay_fixed():
                    if isinstance(q, TrainablePof2Quantizer))
 
 
-def test_trainable_forward_equals_the_calibrated_test_mode(tmp_path):
+@pytest.mark.parametrize("config", [None, {"target_device": "DPU", "include_cle": True}])
+def test_trainable_forward_equals_the_calibrated_test_mode(tmp_path, config):
     """Before training the trainable model is the PTQ test-mode model of the same fix
-    positions (no CLE, no bias correction)."""
+    positions (no bias correction); with include_cle the weights are equalized before training
+    and deployed as they are (qat_config.json has CLE off)."""
     net, x, _ = _model_and_data()
-    qat = QatProcessor(net, (x[:4],))
+    qat = QatProcessor(net, (x[:4],), config=config)
+    assert qat.equalizes is (config is not None)
+    assert qat.config_dict()["include_cle"] is False
+    assert qat._train_config_dict()["include_cle"] is (config is not None)
     model = qat.trainable_model(calib_batches=[x]).eval()
     dep = qat.to_deployable(model, tmp_path)
     q = torch_quantizer("test", dep, (x[:4],), output_dir=str(tmp_path),
