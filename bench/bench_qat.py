@@ -59,12 +59,14 @@ W4A4_CPU = {
                                "input": dict(_ASYM), "activation": dict(_ASYM)},
 }
 #: model -> (label, our config (None: the DPU default), torch.ao qconfig key, fast finetune
-#: methods run by default, learning rate of our thresholds: LSQ log-scales, TQT log2 thresholds)
-SETUPS: dict[str, tuple[str, dict[str, Any] | None, str, tuple[str, ...], float]] = {
+#: methods run by default, learning rate of our thresholds (LSQ log-scales, TQT log2
+#: thresholds), learning rate of the weights (both QATs)). ShuffleNetV2's 8-bit DPU model starts
+#: at float after fast finetune: a small learning rate keeps that start
+SETUPS: dict[str, tuple[str, dict[str, Any] | None, str, tuple[str, ...], float, float]] = {
     "resnet20": ("W4A4, CPU target, float scales, per-channel weights", W4A4_CPU, "w4a4",
-                 ("gptq", "adaquant"), 1e-2),
+                 ("gptq", "adaquant"), 1e-2, 1e-4),
     "shufflenetv2_x0_5": ("DPU default (power-of-two, per tensor, 8-bit)", None, "int8",
-                          ("gptq",), 1e-3),
+                          ("gptq",), 1e-4, 2e-5),
 }
 
 
@@ -78,17 +80,29 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> float:
     return 100.0 * ok / len(x)
 
 
-def batches(n: int, bs: int, epoch: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The (indices, flip mask) of every batch of one epoch: the same for every trainer."""
+def batches(n: int, bs: int, epoch: int, seed: int
+            ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The (indices, flip mask, crop shifts) of every batch of one epoch: the same for every
+    trainer."""
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     perm = torch.randperm(n, generator=g)
     flips = torch.rand(n, generator=g) < 0.5
-    return [(perm[i:i + bs], flips[perm[i:i + bs]]) for i in range(0, n, bs)]
+    shifts = torch.randint(-4, 5, (n, 2), generator=g)
+    return [(perm[i:i + bs], flips[perm[i:i + bs]], shifts[perm[i:i + bs]])
+            for i in range(0, n, bs)]
+
+
+def random_crop(xb: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """The standard CIFAR crop: zero-pad 4 pixels, take the image shifted by (dy, dx)."""
+    h, w = xb.shape[2], xb.shape[3]
+    padded = F.pad(xb, (4, 4, 4, 4))
+    return torch.stack([padded[i, :, 4 + int(dy):4 + int(dy) + h, 4 + int(dx):4 + int(dx) + w]
+                        for i, (dy, dx) in enumerate(shifts.tolist())])
 
 
 def train(model: nn.Module, params: list[dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
           epochs: int, bs: int, seed: int, before_epoch: Callable[[int], None] | None = None,
-          teacher: nn.Module | None = None, temperature: float = 4.0
+          teacher: nn.Module | None = None, temperature: float = 4.0, crop: bool = False
           ) -> tuple[float, list[float]]:
     """Adam over ``params`` (parameter groups); returns (seconds, mean loss per epoch). With a
     ``teacher`` (the float model) the loss is the distillation loss: T² KL(teacher ‖ student)
@@ -105,9 +119,11 @@ def train(model: nn.Module, params: list[dict[str, Any]], x: torch.Tensor, y: to
         model.train()
         total = 0.0
         plan = batches(len(x), bs, ep, seed)
-        for idx, flip in plan:
+        for idx, flip, shift in plan:
             xb = x[idx].clone()
             xb[flip] = xb[flip].flip(3)
+            if crop:
+                xb = random_crop(xb, shift)
             opt.zero_grad()
             if teacher is None:
                 loss = F.cross_entropy(model(xb), y[idx])
@@ -191,7 +207,7 @@ def our_qat(model: nn.Module, cfg: dict[str, Any] | None, xc, yc, xt, yt, args, 
         groups.append({"params": thresholds, "lr": args.threshold_lr})
     teacher = copy.deepcopy(model).eval() if args.distill else None
     res["train_s"], res["losses"] = train(trainable, groups, xc, yc, args.epochs, args.bs,
-                                          args.seed, teacher=teacher)
+                                          args.seed, teacher=teacher, crop=args.crop)
     out = wd / "qat_result"
     deployable = qat.to_deployable(trainable, out)
     q = qat.test_quantizer(out)
@@ -273,7 +289,7 @@ def ao_qat(model: nn.Module, kind: str, xc, yc, xt, yt, args) -> dict[str, Any]:
     teacher = copy.deepcopy(model).eval() if args.distill else None
     res["train_s"], res["losses"] = train(
         prepared, [{"params": list(prepared.parameters()), "lr": args.lr}], xc, yc,
-        args.epochs, args.bs, args.seed, teacher=teacher)
+        args.epochs, args.bs, args.seed, teacher=teacher, crop=args.crop)
     prepared.apply(disable_observer)
     res["top1"] = top1(prepared, xt, yt, args.bs)
     return res
@@ -291,8 +307,9 @@ def run_peer(model, ao_kind, xc, yc, xt, yt, args, name, log) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- one model
 def run_model(name: str, args, log: Callable[[str], None]) -> dict[str, Any]:
-    label, cfg, ao_kind, ft_methods, threshold_lr = SETUPS[name]
-    args = argparse.Namespace(**{**vars(args), "threshold_lr": args.threshold_lr or threshold_lr})
+    label, cfg, ao_kind, ft_methods, threshold_lr, lr = SETUPS[name]
+    args = argparse.Namespace(**{**vars(args), "threshold_lr": args.threshold_lr or threshold_lr,
+                                 "lr": args.lr or lr})
     if args.ft_methods:
         ft_methods = tuple(args.ft_methods.split(","))
     torch.manual_seed(args.seed)
@@ -306,7 +323,8 @@ def run_model(name: str, args, log: Callable[[str], None]) -> dict[str, Any]:
         xt, yt = cm.load_cifar("test", args.n_test, name)
     r: dict[str, Any] = {"model": name, "setup": label, "pretrained": pretrained,
                          "n_train": len(xc), "n_test": len(xt), "epochs": args.epochs,
-                         "threshold_lr": args.threshold_lr}
+                         "threshold_lr": args.threshold_lr, "lr": args.lr, "qat_init": args.qat_init,
+        "qat_cle": args.qat_cle}
     with tempfile.TemporaryDirectory(prefix="bench_qat_") as d:
         wd = Path(d)
         r["float_top1"] = top1(model, xt, yt, args.bs)
@@ -345,8 +363,10 @@ def render(results: list[dict[str, Any]], args, command: str, machine: str) -> s
         f"Command: `{command}`. Date: {machine}.",
         "",
         f"Trained on the {results[0]['n_train']:,} calibration images (train split), "
-        f"{args.epochs} epochs, batch {args.bs}, Adam (weights lr {args.lr:g}, cosine decay; "
-        f"our thresholds: their own lr, below), random horizontal flips, seed {args.seed}; "
+        f"{args.epochs} epochs, batch {args.bs}, Adam (weights lr per model, below, the same for "
+        f"both QATs, cosine decay; our thresholds: their own lr), random horizontal flips"
+        f"{' and 4-pixel crops' if args.crop else ''}, seed {args.seed}"
+        f"{', distillation from the float model (T=4)' if args.distill else ''}; "
         f"top-1 on the {results[0]['n_test']:,} test images. Fast finetune "
         f"(`fast_finetune_method`) on the first {args.n_ft:,} calibration images; PTQ "
         "calibrates on all of them. *Train time* is the QAT training loop (calibration not "
@@ -361,8 +381,13 @@ def render(results: list[dict[str, Any]], args, command: str, machine: str) -> s
         rec = "nothing to recover: PTQ + fast finetune is at float" if lost <= 0 else \
             f"recovered {100 * (q['top1'] - r['ft_top1']) / lost:.1f} % of the best fast " \
             f"finetune's loss ({r['ft_method']})"
+        start = "the PTQ calibration" if r.get("qat_init", "ptq") == "ptq" else \
+            f"PTQ + fast finetune ({r['qat_init']}"
+        if r.get("qat_init", "ptq") != "ptq":
+            start += ", with CLE)" if r.get("qat_cle") else ", no CLE)"
         lines += [
-            f"**{r['model']}** — {r['setup']} (float epoch {fe:.1f} s)",
+            f"**{r['model']}** — {r['setup']} (float epoch {fe:.1f} s; weights lr "
+            f"{r.get('lr', args.lr):g}; our QAT starts from {start})",
             "",
             "| row | top-1 (%) | drop vs float (pt) | train time (× float epoch) |",
             "|---|---:|---:|---:|",
@@ -373,10 +398,15 @@ def render(results: list[dict[str, Any]], args, command: str, machine: str) -> s
             lines.append(f"| PTQ + fast finetune ({method}) | {acc:.2f} | "
                          f"{r['float_top1'] - acc:+.2f} | {fmt_ratio(sec, fe)} (calib + "
                          "finetune) |")
+        if "start_top1" in q:
+            lines.append(f"| our QAT before the first step | {q['start_top1']:.2f} | "
+                         f"{r['float_top1'] - q['start_top1']:+.2f} | – |")
         lines += [
             f"| our QAT ({q['fix_or_scale']}, threshold lr {r['threshold_lr']:g}), deployed "
             f"test mode | {q['top1']:.2f} | "
-            f"{r['float_top1'] - q['top1']:+.2f} | {fmt_ratio(q['train_s'], fe)} |",
+            f"{r['float_top1'] - q['top1']:+.2f} | {fmt_ratio(q['train_s'], fe)} "
+            f"(+ {fmt_ratio(q['calib_s'], fe)} calibration"
+            f"{'' if r.get('qat_init', 'ptq') == 'ptq' else ' and fast finetune'}) |",
         ]
         if "error" in a:
             lines.append(f"| torch.ao QAT (`prepare_qat_fx`) | failed: {a['error']} | | |")
@@ -399,7 +429,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--models", default="resnet20,shufflenetv2_x0_5")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--bs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the weights, both QATs (default: per model)")
     p.add_argument("--threshold-lr", type=float, default=None,
                    help="learning rate of our thresholds (default: per model)")
     p.add_argument("--fixed", action="store_true", help="fixed thresholds (no TQT/LSQ)")
@@ -409,6 +440,8 @@ def parse_args(argv: list[str] | None):
                    help="where our QAT starts: 'ptq' (the calibrated float weights) or a fast "
                         "finetune method ('gptq', 'adaround', 'adaquant'): "
                         "QatProcessor.trainable_model(fast_finetune=...)")
+    p.add_argument("--crop", action="store_true",
+                   help="random 4-pixel-padded crops as well as flips (every trainer)")
     p.add_argument("--qat-cle", action="store_true",
                    help="our QAT equalizes the weights (CLE) once before training, as PTQ does")
     p.add_argument("--distill", action="store_true",
