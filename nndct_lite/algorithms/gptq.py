@@ -85,8 +85,9 @@ def _im2col(x: torch.Tensor, kernel: tuple, dilation: tuple, padding: tuple,
 
 def _columns(layer: nn.Module, x: torch.Tensor, cap: int = 0) -> Iterator[torch.Tensor] | None:
     """The layer's inputs as ``[groups, K, n]`` chunks (None: not a layer GPTQ handles); with
-    ``cap``, at most about that many columns (every f-th row of a linear layer's inputs, every
-    f-th output row and column of a convolution: ``_stride_factor``)."""
+    ``cap``, at most about that many columns (every f-th row of a linear layer's inputs; every
+    f-th output row and column of a convolution, ``_stride_factor``, the sub-grid's offset
+    rotating over the f² phases from image to image)."""
     if isinstance(layer, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
         if cap > 0 and flat.shape[0] > cap:
@@ -103,23 +104,30 @@ def _columns(layer: nn.Module, x: torch.Tensor, cap: int = 0) -> Iterator[torch.
     ho = (xs.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     wo = (xs.shape[3] + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
     f = _stride_factor(xs.shape[0], (ho, wo), cap)
-    if f > 1:
-        stride = (stride[0] * f, stride[1] * f)
-        # keep exactly the positions 0, f, 2f, ... of the full output grid
-        xs = F.pad(xs, (padding[1], padding[1], padding[0], padding[0]))
-        padding = (0, 0)
-        xs = xs[:, :, :(ho - 1) // f * stride[0] + dilation[0] * (kernel[0] - 1) + 1,
-                :(wo - 1) // f * stride[1] + dilation[1] * (kernel[1] - 1) + 1]
     g = layer.groups
-    per_image = layer.weight[0].numel() * g * max(1, xs.shape[-1] * xs.shape[-2])
-    step = max(1, _CHUNK // per_image)
+    if f > 1:
+        # every f-th output row and column, the sub-grid's phase (oy, ox) rotating over the
+        # images so that every output position (borders included) is sampled equally often
+        phases = [(oy, ox) for oy in range(min(f, ho)) for ox in range(min(f, wo))]
+        xp = F.pad(xs, (padding[1], padding[1], padding[0], padding[0]))
+        sub_stride = (stride[0] * f, stride[1] * f)
+        parts = [(xp[k::len(phases), :, oy * stride[0]:, ox * stride[1]:], (0, 0), sub_stride)
+                 for k, (oy, ox) in enumerate(phases)]
+    else:
+        parts = [(xs, padding, stride)]
+    per_image = layer.weight[0].numel() * g * max(1, xs.shape[-1] * xs.shape[-2]) \
+        // max(1, f * f)
+    step = max(1, _CHUNK // max(1, per_image))
 
     def chunks() -> Iterator[torch.Tensor]:
-        for i in range(0, xs.shape[0], step):
-            cols = _im2col(xs[i:i + step], kernel, dilation, padding, stride)   # [n, gK, L]
-            n, gk, length = cols.shape
-            yield cols.view(n, g, gk // g, length).permute(1, 2, 0, 3).reshape(
-                g, gk // g, n * length)
+        for images, pad, strides in parts:
+            for i in range(0, images.shape[0], step):
+                cols = _im2col(images[i:i + step], kernel, dilation, pad, strides)  # [n, gK, L]
+                n, gk, length = cols.shape
+                if n * length == 0:
+                    continue
+                yield cols.view(n, g, gk // g, length).permute(1, 2, 0, 3).reshape(
+                    g, gk // g, n * length)
     return chunks()
 
 

@@ -278,29 +278,47 @@ def test_moments_of_a_linear_layer():
 @pytest.mark.parametrize("groups,stride,dilation,padding,size", [(1, 1, 1, 1, 9), (2, 2, 1, 0, 11),
                                                                  (4, 1, 2, 2, 10)])
 def test_capped_moments_use_every_fth_output_position(groups, stride, dilation, padding, size):
-    # with more columns than max_columns, the statistics come from the output positions
-    # (i*f, j*f) of the full grid, f the smallest factor that brings the count under the cap
+    # with more columns than max_columns, the statistics of image k come from the output
+    # positions (i*f + oy, j*f + ox) of the full grid, the phase (oy, ox) = divmod(k mod f², f),
+    # f the smallest factor that brings the count under the cap
     from nndct_lite.algorithms.gptq import _stride_factor, layer_moments
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 8, 3, stride=stride, dilation=dilation, padding=padding, groups=groups)
-    x = torch.randn(3, 4, size, size)
+    n_img = 5
+    x = torch.randn(n_img, 4, size, size)
     full = F.unfold(x, 3, dilation, padding, stride).double()              # [n, C*9, L]
     ho = (size + 2 * padding - dilation * 2 - 1) // stride + 1
-    cap = 3 * ((ho + 1) // 2) ** 2                                          # f = 2 exactly
-    assert _stride_factor(3, (ho, ho), cap) == 2
-    keep = [i * ho + j for i in range(0, ho, 2) for j in range(0, ho, 2)]
-    cols = full[:, :, keep]
+    cap = n_img * ((ho + 1) // 2) ** 2                                      # f = 2 exactly
+    assert _stride_factor(n_img, (ho, ho), cap) == 2
+    picked = []
+    for k in range(n_img):
+        oy, ox = divmod(k % 4, 2)
+        keep = [i * ho + j for i in range(oy, ho, 2) for j in range(ox, ho, 2)]
+        picked.append(full[k][:, keep])                                     # [C*9, L_k]
+    cols = torch.cat(picked, 1)
     mo = layer_moments(conv, x, x * 0.5, max_columns=cap)
     k = 4 // groups * 9
-    n = cols.shape[0] * cols.shape[2]
+    n = cols.shape[1]
     for gi in range(groups):
-        xs = cols[:, gi * k:(gi + 1) * k].permute(1, 0, 2).reshape(k, -1)
+        xs = cols[gi * k:(gi + 1) * k]
         torch.testing.assert_close(mo.h[gi], 2 * xs @ xs.T / n, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(mo.m[gi], xs @ xs.T / n, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(mo.mean[gi], xs.mean(1), rtol=1e-5, atol=1e-5)
     # no cap, or a cap above the count: every column
     assert _stride_factor(3, (ho, ho), 0) == 1 and _stride_factor(3, (ho, ho), 10 ** 6) == 1
     assert _stride_factor(1000, (32, 32), 1 << 18) == 2
+
+
+def test_capped_moments_of_a_conv1d_layer():
+    from nndct_lite.algorithms.gptq import layer_moments
+    torch.manual_seed(0)
+    conv = nn.Conv1d(2, 3, 3, padding=1)
+    x = torch.randn(4, 2, 8)
+    full = F.unfold(x.unsqueeze(2), (1, 3), padding=(0, 1)).double()       # [4, 6, 8]
+    cols = torch.cat([full[k][:, k % 2::2] for k in range(4)], 1)          # f = 2, 2 phases
+    mo = layer_moments(conv, x, max_columns=16)
+    torch.testing.assert_close(mo.h[0], 2 * cols @ cols.T / cols.shape[1], rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_capped_moments_of_a_linear_layer_take_every_fth_row():
