@@ -49,7 +49,7 @@ class GptqOptions:
 def _stride_factor(samples: int, positions: tuple[int, int], cap: int) -> int:
     """The smallest f >= 1 with ``samples * ceil(h/f) * ceil(w/f) <= cap`` (1 without a cap):
     the statistics of a layer with more input columns than ``cap`` are taken on every f-th
-    output row and column (a fixed, deterministic sub-grid of positions)."""
+    output row and column (``_columns``: the sub-grid's offset rotates from image to image)."""
     h, w = positions
     f = 1
     while cap > 0 and samples * (-(-h // f)) * (-(-w // f)) > cap and f < max(h, w):
@@ -161,18 +161,19 @@ def layer_moments(layer: nn.Module, x: torch.Tensor,
     """The ``Moments`` of ``layer`` on its input ``x`` (and float input ``x_float``), from at
     most about ``max_columns`` input columns (0: all); None when GPTQ does not handle the
     layer."""
+    sums = _moment_sums(layer, x, x_float, max_columns)
+    return None if sums is None else Moments.from_sums(sums)
+
+
+def _moment_sums(layer: nn.Module, x: torch.Tensor, x_float: torch.Tensor | None,
+                 max_columns: int) -> list[torch.Tensor] | None:
+    """[X Xᵀ, column sum of X, count] (+ [X_f Xᵀ, column sum of X_f] with ``x_float``), float64
+    sums over the layer's input columns: what ranks add up before the statistics are
+    normalised. None when GPTQ does not handle the layer."""
     chunks = _columns(layer, x, max_columns)
     if chunks is None:
         return None
     floats = _columns(layer, x_float, max_columns) if x_float is not None else None
-    sums = _moment_sums(chunks, floats)
-    return None if sums is None else Moments.from_sums(sums)
-
-
-def _moment_sums(chunks: Iterator[torch.Tensor], floats: Iterator[torch.Tensor] | None
-                 ) -> list[torch.Tensor] | None:
-    """[X Xᵀ, column sum of X, count] (+ [X_f Xᵀ, column sum of X_f] with ``floats``), float64
-    sums over the chunks: what ranks add up before the statistics are normalised."""
     h = m = total = total_f = None
     count = 0
     for cols in chunks:
@@ -281,12 +282,7 @@ class GptqTuner:
 
     def _moments(self, layer: Any, x: torch.Tensor, x_float: torch.Tensor | None
                  ) -> Moments | None:
-        chunks = _columns(layer, x, self.opts.max_columns)
-        if chunks is None:
-            return None
-        floats = _columns(layer, x_float, self.opts.max_columns) if x_float is not None \
-            else None
-        sums = _moment_sums(chunks, floats)
+        sums = _moment_sums(layer, x, x_float, self.opts.max_columns)
         if sums is None:
             return None
         if self.dist is not None:

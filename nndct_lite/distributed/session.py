@@ -254,7 +254,6 @@ class GroupSession(CalibrationSync):
             p.grad = total[offset:offset + k].view_as(p).clone()
             offset += k
 
-
     def sum_tensors(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
         """Each tensor summed over the ranks in rank order, in float64: every rank gets the
         same bits (gptq's layer statistics)."""
